@@ -1,0 +1,129 @@
+"""``RedisBackend``: Django's Tasks API on Redis, in Resque's wire format.
+
+Configured the Django way::
+
+    TASKS = {"default": {
+        "BACKEND": "jobqueue.backends.redis.RedisBackend",
+        "QUEUES": [],                                   # [] = any queue name
+        "OPTIONS": {"URL": "redis://127.0.0.1:6379/0",  # or "CACHE": "<django-redis alias>"
+                    "NAMESPACE": "resque"},
+    }}
+
+The backend only validates, encodes and hands jobs to its broker; workers run them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from django.core import checks
+
+from .. import registry
+from ..broker.base import Broker
+from ..compat import (
+    BaseTaskBackend,
+    Task,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+)
+from ..exceptions import BrokerUnavailable
+from ..job import Job
+from ..payload import ResultRecord
+from .options import BackendOptions, parse_options
+from .results import check_arguments, to_task_result
+
+logger = logging.getLogger("jobqueue.backend")
+
+
+def new_result_id() -> str:
+    """A random 32-character hex id (Django requires ids shorter than 64 characters)."""
+    return os.urandom(16).hex()
+
+
+class RedisBackend(BaseTaskBackend):
+    """Enqueue Django tasks onto Resque-compatible Redis queues."""
+
+    supports_defer = False
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = False
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        # Parse now so a bad option fails loudly at start-up, but never connect here: the
+        # backend is built at import time of any module with an @task.
+        self.config: BackendOptions = parse_options(alias, self.options)
+
+    @cached_property
+    def broker(self) -> Broker:
+        """The process-wide broker of this alias (connects lazily, on first command)."""
+        from .options import broker_for
+
+        return broker_for(self.alias, self.config)
+
+    # ------------------------------------------------------------------ Django API
+    def validate_task(self, task: Task) -> None:
+        super().validate_task(task)
+        registry.register(task)
+
+    def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
+        self.validate_task(task)
+        args_list, kwargs_dict = check_arguments(task, args, kwargs)
+        result, job, record = self._build(task, args_list, kwargs_dict)
+        self.broker.push(job, record)
+        task_enqueued.send_robust(type(self), task_result=result)
+        return result
+
+    def enqueue_many(
+        self, task: Task, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
+    ) -> list[TaskResult]:
+        """Enqueue many calls of one task in pipelined round trips (1,000 jobs each).
+
+        Every call is validated before anything is written: one bad argument list raises and
+        enqueues nothing.
+        """
+        self.validate_task(task)
+        built = [self._build(task, *check_arguments(task, a, k)) for a, k in calls]
+        self.broker.push_many([(job, record) for _, job, record in built])
+        for result, _, _ in built:
+            task_enqueued.send_robust(type(self), task_result=result)
+        return [result for result, _, _ in built]
+
+    def _build(
+        self, task: Task, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[TaskResult, Job, ResultRecord]:
+        now = datetime.now(UTC)
+        result_id = new_result_id()
+        record = ResultRecord(
+            id=result_id, task_name=task.module_path, status="READY", queue=task.queue_name,
+            priority=task.priority, backend=self.alias, args=args, kwargs=kwargs,
+            enqueued_at=now,
+        )
+        job = Job(task_name=task.module_path, args=args, kwargs=kwargs, id=result_id,
+                  queue=task.queue_name, enqueued_at=now, priority=task.priority)
+        return to_task_result(record, task), job, record
+
+    def get_result(self, result_id: str) -> TaskResult:
+        try:
+            record = self.broker.get_result(result_id)
+        except BrokerUnavailable:
+            raise
+        if record is None:
+            raise TaskResultDoesNotExist(result_id)
+        return to_task_result(record)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        messages = list(super().check(**kwargs))
+        if self.config.error:
+            messages.append(checks.Error(self.config.error, id="jobqueue.E001"))
+        return messages
+
+
+__all__ = ["RedisBackend", "TaskResultStatus"]

@@ -1,0 +1,119 @@
+"""Turn stored records into Django ``TaskResult`` objects, and check arguments for JSON.
+
+Rebuilding a ``Task`` for a stored result must not re-run ``validate_task`` (the queue may have
+left ``QUEUES`` since), and must carry the *registered* function so ``Task.get_result``'s
+identity check holds; names that are no longer registered get a placeholder task.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+from .. import registry
+from ..compat import Task, TaskError, TaskResult, TaskResultStatus, normalize_json
+from ..exceptions import InvalidTaskArguments
+from ..payload import ResultRecord, dumps
+
+
+def unavailable_task(*args: Any, **kwargs: Any) -> None:
+    """Stand-in for a task whose name is no longer registered in this process."""
+    raise LookupError("this task is not registered in this process")
+
+
+def restore_task(template: Task, **changes: Any) -> Task:
+    """Copy a task with changed fields, without running ``validate_task`` again."""
+    clone = object.__new__(type(template))
+    for f in fields(template):
+        object.__setattr__(clone, f.name, changes.get(f.name, getattr(template, f.name)))
+    return clone
+
+
+def placeholder_task(record: ResultRecord) -> Task:
+    """A ``Task`` for a stored result whose name no longer resolves (renamed, removed)."""
+    values = {"func": unavailable_task, "priority": record.priority, "backend": record.backend,
+              "queue_name": record.queue, "run_after": None, "takes_context": False}
+    clone = object.__new__(Task)
+    for f in fields(Task):
+        object.__setattr__(clone, f.name, values.get(f.name))
+    return clone
+
+
+def task_for(record: ResultRecord) -> Task:
+    """The task a stored result belongs to, or a placeholder when its name is unknown."""
+    task = registry.resolve(record.task_name)
+    if task is None:
+        registry.autodiscover()
+        task = registry.resolve(record.task_name)
+    if task is None:
+        return placeholder_task(record)
+    return restore_task(task, queue_name=record.queue, priority=record.priority,
+                        backend=record.backend)
+
+
+def to_task_result(record: ResultRecord, task: Task | None = None) -> TaskResult:
+    """Build Django's ``TaskResult`` from a stored record."""
+    if task is None:
+        task = task_for(record)
+    elif task.queue_name != record.queue or task.priority != record.priority:
+        task = restore_task(task, queue_name=record.queue, priority=record.priority)
+    result = TaskResult(
+        task=task,
+        id=record.id,
+        status=TaskResultStatus(record.status),
+        enqueued_at=record.enqueued_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        last_attempted_at=record.last_attempted_at,
+        args=list(record.args),
+        kwargs=dict(record.kwargs),
+        backend=record.backend,
+        errors=[TaskError(exception_class_path=e.get("exception_class_path", ""),
+                          traceback=e.get("traceback", "")) for e in record.errors],
+        worker_ids=list(record.worker_ids),
+    )
+    if record.status == TaskResultStatus.SUCCESSFUL:
+        object.__setattr__(result, "_return_value", record.return_value)
+    return result
+
+
+def _first_difference(path: str, original: Any, restored: Any) -> str:
+    if isinstance(original, dict) and isinstance(restored, dict):
+        for key, value in original.items():
+            if not isinstance(key, str):
+                return f"{path}: key {key!r} is a {type(key).__name__}; JSON keys are strings"
+            if key in restored and restored[key] != value:
+                return _first_difference(f"{path}[{key!r}]", value, restored[key])
+    if isinstance(original, list) and isinstance(restored, list):
+        for i, (a, b) in enumerate(zip(original, restored, strict=False)):
+            if a != b:
+                return _first_difference(f"{path}[{i}]", a, b)
+    return f"{path}: {original!r} comes back from JSON as {restored!r}"
+
+
+def check_arguments(task: Task, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Return JSON-normalised ``(args, kwargs)`` or raise ``InvalidTaskArguments``.
+
+    Tuples become lists (Django's rule); anything else that JSON would change or cannot hold
+    (datetimes, sets, objects, non-string keys, NaN) raises, naming the argument, before a
+    single byte is written.
+    """
+    where = task.module_path
+    try:
+        norm_args = normalize_json(list(args))
+        norm_kwargs = normalize_json(dict(kwargs))
+        restored = json.loads(dumps([norm_args, norm_kwargs]))
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskArguments(
+            f"Arguments of {where} must be JSON-serialisable: {exc}"
+        ) from None
+    if restored != [norm_args, norm_kwargs]:
+        if restored[0] != norm_args:
+            detail = _first_difference("args", norm_args, restored[0])
+        else:
+            detail = _first_difference("kwargs", norm_kwargs, restored[1])
+        raise InvalidTaskArguments(
+            f"Arguments of {where} do not survive a JSON round trip: {detail}"
+        )
+    return norm_args, norm_kwargs

@@ -1,0 +1,166 @@
+"""The broker interface: everything the worker, pool, scheduler and monitor need from storage.
+
+jobqueue's processes talk to a backend only through this class, so another store (a database
+broker is planned) drops in without touching them. Three groups of methods:
+
+* producing: ``push``, ``push_many``, ``push_raw``, ``get_result``;
+* consuming: ``reserve``, ``wait_for_job``, ``finish``, ``requeue`` and the worker registry
+  (``register_worker``, ``heartbeat``, ``unregister_worker``);
+* inspecting and managing (the monitor and ``manage.py jobqueue``): read-only views plus a few
+  explicit actions. The hot path never calls these.
+
+Every method that can meet an unreachable store raises ``jobqueue.exceptions.BrokerUnavailable``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..job import BadJob, Job, Reservation
+from ..payload import Failure, ResultRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What went wrong in one attempt: enough for Django's ``TaskError`` and Resque's record."""
+
+    exception_class_path: str
+    message: str
+    traceback: str
+
+    @property
+    def exception_name(self) -> str:
+        """Resque's ``exception`` field: the class name without its module."""
+        return self.exception_class_path.rpartition(".")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended."""
+
+    status: str  # "SUCCESSFUL" or "FAILED"
+    finished_at: datetime
+    return_value: Any = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A registered worker as Resque and jobqueue record it."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    processed: int = 0
+    failed: int = 0
+    current: dict[str, Any] | None = None  # {"queue", "run_at", "payload"} while working
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Broker(ABC):
+    """Storage for queues, in-flight jobs, results, failures and the worker registry."""
+
+    #: Results of finished jobs expire after this many seconds.
+    result_ttl: int = 86400
+
+    # ---------------------------------------------------------------- producing
+    @abstractmethod
+    def push(self, job: Job, result: ResultRecord | None) -> None:
+        """Append a job to its queue and store its READY result, atomically."""
+
+    def push_many(self, items: Sequence[tuple[Job, ResultRecord | None]]) -> None:
+        """Push many jobs; brokers override this to batch round trips."""
+        for job, result in items:
+            self.push(job, result)
+
+    @abstractmethod
+    def get_result(self, result_id: str) -> ResultRecord | None:
+        """Return a stored result, or ``None`` when unknown or expired."""
+
+    # ---------------------------------------------------------------- consuming
+    @abstractmethod
+    def reserve(
+        self, worker_id: str, queues: Sequence[str]
+    ) -> Reservation | BadJob | None:
+        """Take the first job of the first non-empty queue and record it as in flight.
+
+        Returns ``None`` when every queue is empty or workers are paused, a ``BadJob`` for an
+        entry that cannot be decoded (it is in flight and must be finished as failed).
+        """
+
+    @abstractmethod
+    def is_paused(self) -> bool:
+        """True while an operator has paused every worker."""
+
+    @abstractmethod
+    def wait_for_job(self, queues: Sequence[str], timeout: float, interrupt_fd: int | None) -> None:
+        """Block until a job may be ready on ``queues``, ``timeout`` passes or ``interrupt_fd``
+        becomes readable. Jobs pushed by other clients are only seen when the timeout ends."""
+
+    @abstractmethod
+    def finish(
+        self,
+        worker_id: str,
+        job: Job | BadJob,
+        queue: str,
+        outcome: Outcome,
+        *,
+        only_if_in_flight: bool = False,
+    ) -> bool:
+        """Acknowledge a job and record its outcome (and failure record); one atomic step.
+
+        With ``only_if_in_flight`` nothing happens unless the worker's in-flight record still
+        holds this job; returns whether anything was recorded.
+        """
+
+    @abstractmethod
+    def requeue(self, worker_id: str, job: Job, queue: str, error: ErrorInfo | None) -> bool:
+        """Put an unfinished in-flight job back at the head of its queue."""
+
+    @abstractmethod
+    def expand_queues(self, patterns: Sequence[str]) -> list[str]:
+        """Resolve a Resque queue list (globs, ``!``) against the queues that exist."""
+
+    @abstractmethod
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Record a worker as alive (Resque's ``workers``, ``started``, heartbeat)."""
+
+    @abstractmethod
+    def heartbeat(self, worker_id: str) -> None:
+        """Refresh a worker's heartbeat."""
+
+    @abstractmethod
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove every record of a worker."""
+
+    # ---------------------------------------------------------------- inspecting
+    @abstractmethod
+    def queue_sizes(self) -> dict[str, int]:
+        """Every known queue and its length."""
+
+    @abstractmethod
+    def peek(self, queue: str, start: int, count: int) -> list[Job | BadJob]:
+        """Jobs of a queue from ``start`` (0 = next to run), without removing them."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """Every registered worker with its heartbeat, counters and current job."""
+
+    @abstractmethod
+    def failed_count(self) -> int:
+        """Number of failure records."""
+
+    @abstractmethod
+    def failed_slice(self, start: int, count: int) -> list[Failure]:
+        """Failure records, oldest first, from index ``start``."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, int]:
+        """Counters: processed, failed, pending, queues, workers, working."""

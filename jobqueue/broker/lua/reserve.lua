@@ -1,0 +1,58 @@
+-- reserve.lua: take the first job from a priority-ordered list of queues, atomically.
+--
+-- The pop and the in-flight record happen in one step, so a job is never only in a worker's
+-- memory: Resque's `worker:<id>` key holds the exact payload until the job is acknowledged.
+--
+-- KEYS[1]          <ns>:worker:<id>            in-flight record (Resque's shape)
+-- KEYS[2]          <ns>:pause-all-workers      "true" pauses every worker
+-- KEYS[3..2+n]     <ns>:queue:<q>              queues, highest priority first
+-- KEYS[3+n..2+2n]  <ns>:jobqueue:wake:<q>      wake-up tokens of the same queues
+-- ARGV[1]          n, the number of queues
+-- ARGV[2]          run_at, "YYYY-MM-DDTHH:MM:SSZ"
+-- ARGV[3]          now, ISO 8601 with microseconds (result times)
+-- ARGV[4]          worker id
+-- ARGV[5]          result key prefix, "<ns>:jobqueue:result:"
+-- ARGV[6..5+n]     each queue name JSON-encoded, parallel to the queue keys
+--
+-- Returns: false when nothing is queued; {0} when paused;
+--          {index, payload, started_at, worker_ids_json} for a job.
+local n = tonumber(ARGV[1])
+if redis.call('GET', KEYS[2]) == 'true' then
+  return {0}
+end
+for i = 1, n do
+  local payload = redis.call('LPOP', KEYS[2 + i])
+  if payload then
+    local ok, job = pcall(cjson.decode, payload)
+    local valid = ok and type(job) == 'table'
+    local embedded = payload
+    if not valid then
+      embedded = cjson.encode(payload)
+    end
+    redis.call('SET', KEYS[1],
+      '{"queue":' .. ARGV[5 + i] .. ',"run_at":"' .. ARGV[2] .. '","payload":' .. embedded .. '}')
+    local started, ids = false, false
+    if valid and type(job['id']) == 'string' then
+      local rkey = ARGV[5] .. job['id']
+      if redis.call('EXISTS', rkey) == 1 then
+        redis.call('HSETNX', rkey, 'started_at', ARGV[3])
+        ids = redis.call('HGET', rkey, 'worker_ids')
+        local list = {}
+        if ids and ids ~= '[]' then
+          list = cjson.decode(ids)
+        end
+        table.insert(list, ARGV[4])
+        ids = cjson.encode(list)
+        redis.call('HSET', rkey, 'status', 'RUNNING', 'last_attempted_at', ARGV[3],
+          'worker_ids', ids)
+        started = redis.call('HGET', rkey, 'started_at')
+      end
+    end
+    return {i, payload, started, ids}
+  end
+end
+-- Every queue is empty, so any token left is stale: drop them so idle workers sleep.
+for i = 1, n do
+  redis.call('DEL', KEYS[2 + n + i])
+end
+return false

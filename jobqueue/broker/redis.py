@@ -1,0 +1,306 @@
+"""The Redis broker: Resque's keys and records, jobqueue's atomic steps as Lua scripts.
+
+Hot path per job: one ``EVALSHA reserve`` (pop + in-flight record + result RUNNING) and one
+``EVALSHA finish`` (ack + result + counters + failure record). Producers use one MULTI/EXEC
+round trip per job. Read-only inspection for the monitor lives in ``redis_inspect``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from typing import Any, TypeVar
+
+import redis
+
+from .. import payload, queues
+from ..exceptions import BrokerUnavailable
+from ..job import BadJob, Job, Reservation
+from ..keys import Keys
+from .base import ErrorInfo, Outcome, WorkerInfo
+from .redis_inspect import RedisInspectMixin
+
+T = TypeVar("T")
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+HISTORY_TTL = 3 * 86400
+QUEUE_CACHE_SECONDS = 1.0
+WAKE_TOKENS_KEPT = 64
+
+
+def raw_bytes(text: str) -> bytes:
+    """Exact bytes of a payload decoded with ``surrogateescape``."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def text(value: bytes | str | None) -> str:
+    """Decode Redis bytes losslessly (invalid UTF-8 survives as surrogates)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
+
+
+def _load_script(client: redis.Redis, name: str) -> Any:
+    source = files("jobqueue.broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return client.register_script(source)
+
+
+def error_json(error: ErrorInfo) -> str:
+    """Django's ``TaskError`` fields, as stored in a result's ``errors``."""
+    return payload.dumps(
+        {"exception_class_path": error.exception_class_path, "traceback": error.traceback}
+    )
+
+
+class RedisBroker(RedisInspectMixin):
+    """Broker on one Redis database and namespace."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str = "resque",
+        *,
+        result_ttl: int = 86400,
+        pending_result_ttl: int = 30 * 86400,
+        backend_alias: str = "default",
+    ) -> None:
+        self.client = client
+        self.keys = Keys(namespace)
+        self.namespace = namespace
+        self.result_ttl = result_ttl
+        self.pending_result_ttl = pending_result_ttl
+        self.backend_alias = backend_alias
+        self._scripts: dict[str, Any] = {}
+        self._queue_cache: tuple[float, tuple[str, ...], list[str]] | None = None
+        self._clock_offset = timedelta(0)
+
+    # ------------------------------------------------------------------ plumbing
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except _REDIS_ERRORS as exc:
+            raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
+
+    def _script(self, name: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = _load_script(self.client, name)
+        return script
+
+    # ------------------------------------------------------------------ producing
+    def _push_commands(self, pipe: Any, job: Job, result: payload.ResultRecord | None) -> None:
+        data = payload.encode_job(job)
+        pipe.sadd(self.keys.queues, job.queue)
+        pipe.rpush(self.keys.queue(job.queue), data)
+        # A wake-up token for idle workers; only as many as could be waiting are kept.
+        pipe.rpush(self.keys.wake(job.queue), b"1")
+        pipe.ltrim(self.keys.wake(job.queue), -WAKE_TOKENS_KEPT, -1)
+        if result is not None:
+            rkey = self.keys.result(result.id)
+            pipe.hset(rkey, mapping=payload.encode_result(result))
+            pipe.expire(rkey, self.pending_result_ttl)
+
+    def push(self, job: Job, result: payload.ResultRecord | None) -> None:
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            self._push_commands(pipe, job, result)
+            pipe.execute()
+
+        self._call(run)
+
+    def push_many(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
+        for start in range(0, len(items), 1000):
+            chunk = items[start : start + 1000]
+            self._call(lambda chunk=chunk: self.push_many_chunk(chunk))
+
+    def push_many_chunk(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
+        """Push up to a thousand jobs in one MULTI/EXEC round trip."""
+        pipe = self.client.pipeline(transaction=True)
+        for job, result in items:
+            self._push_commands(pipe, job, result)
+        pipe.execute()
+
+    def get_result(self, result_id: str) -> payload.ResultRecord | None:
+        raw = self._call(lambda: self.client.hgetall(self.keys.result(result_id)))
+        if not raw:
+            return None
+        return payload.decode_result(result_id, {text(k): text(v) for k, v in raw.items()})
+
+    # ------------------------------------------------------------------ consuming
+    def now(self) -> datetime:
+        """Wall-clock time corrected to the Redis server's clock."""
+        return datetime.now(UTC) + self._clock_offset
+
+    def expand_queues(self, patterns: Sequence[str]) -> list[str]:
+        if not queues.is_dynamic(patterns):
+            return list(patterns)
+        key = tuple(patterns)
+        cached = self._queue_cache
+        if cached and cached[1] == key and time.monotonic() - cached[0] < QUEUE_CACHE_SECONDS:
+            return cached[2]
+        known = self._call(lambda: self.client.smembers(self.keys.queues))
+        expanded = queues.expand(patterns, (text(q) for q in known))
+        self._queue_cache = (time.monotonic(), key, expanded)
+        return expanded
+
+    def reserve(self, worker_id: str, queues: Sequence[str]) -> Reservation | BadJob | None:
+        if not queues:
+            return None
+        now = self.now()
+        keys = [self.keys.worker(worker_id), self.keys.pause_all]
+        keys += [self.keys.queue(q) for q in queues] + [self.keys.wake(q) for q in queues]
+        args = [len(queues), payload.format_run_at(now), payload.format_iso(now), worker_id,
+                self.keys.result("")] + [payload.dumps(q) for q in queues]
+        reply = self._call(lambda: self._script("reserve")(keys=keys, args=args))
+        if not reply or reply[0] == 0:
+            return None
+        queue = queues[int(reply[0]) - 1]
+        raw = text(reply[1])
+        try:
+            job = payload.decode_job(raw, queue)
+        except payload.PayloadError as exc:
+            return BadJob(raw=raw, queue=queue, error=str(exc), run_at=now, worker_id=worker_id)
+        started = payload.parse_time(text(reply[2])) if reply[2] else None
+        worker_ids = tuple(json.loads(text(reply[3]))) if reply[3] else (worker_id,)
+        return Reservation(job=job, queue=queue, run_at=now, worker_id=worker_id,
+                           started_at=started or now, worker_ids=worker_ids)
+
+    def is_paused(self) -> bool:
+        return self._call(lambda: self.client.get(self.keys.pause_all)) == b"true"
+
+    def wait_for_job(self, queues: Sequence[str], timeout: float, interrupt_fd: int | None) -> None:
+        if not queues:
+            _sleep_or_interrupt(timeout, interrupt_fd)
+            return
+        keys = [self.keys.wake(q) for q in queues]
+        pool = self.client.connection_pool
+        conn = self._call(pool.get_connection)
+        try:
+            conn.send_command("BLPOP", *keys, f"{max(timeout, 0.01):.3f}")
+            sock = getattr(conn, "_sock", None)
+            if interrupt_fd is None or sock is None:
+                conn.read_response()
+                return
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            poller.register(interrupt_fd, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll((timeout + 2.0) * 1000)}
+            if sock.fileno() in ready:
+                conn.read_response()
+            else:  # interrupted (or Redis silent): abandon the pending BLPOP
+                conn.disconnect()
+        except (OSError, *_REDIS_ERRORS) as exc:
+            conn.disconnect()
+            raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
+        finally:
+            pool.release(conn)
+
+    def finish(
+        self,
+        worker_id: str,
+        job: Job | BadJob,
+        queue: str,
+        outcome: Outcome,
+        *,
+        only_if_in_flight: bool = False,
+    ) -> bool:
+        k = self.keys
+        minute = int(outcome.finished_at.timestamp()) // 60
+        result_id = job.id if isinstance(job, Job) and job.id else "-"
+        keys = [k.worker(worker_id), k.result(result_id), k.stat("processed"),
+                k.stat("processed", worker_id), k.stat("failed"), k.stat("failed", worker_id),
+                k.failed, k.history("processed", minute), k.history("failed", minute)]
+        failure = ""
+        error = ""
+        value = ""
+        if outcome.status == "SUCCESSFUL":
+            value = payload.dumps(outcome.return_value)
+        else:
+            assert outcome.error is not None
+            error = error_json(outcome.error)
+            failure = self._failure_record(worker_id, job, queue, outcome)
+        raw = job.raw if isinstance(job, BadJob) else job.raw or ""
+        marker = raw if isinstance(job, Job) else ""
+        args = [outcome.status, payload.format_iso(outcome.finished_at), value, error,
+                self.result_ttl, failure, HISTORY_TTL, "1" if only_if_in_flight else "0",
+                raw_bytes(marker)]
+        done = self._call(lambda: self._script("finish")(keys=keys, args=args))
+        return bool(done)
+
+    def _failure_record(self, worker_id: str, job: Job | BadJob, queue: str,
+                        outcome: Outcome) -> str:
+        assert outcome.error is not None
+        if isinstance(job, BadJob):
+            body: Any = job.raw
+        else:
+            body = json.loads(job.raw) if job.raw else {"class": job.task_name, "args": job.args}
+        record = payload.Failure(
+            failed_at=outcome.finished_at,
+            payload=body,
+            exception=outcome.error.exception_name,
+            error=outcome.error.message,
+            backtrace=outcome.error.traceback.splitlines(),
+            worker=worker_id,
+            queue=queue,
+            id=_new_id(),
+        )
+        return payload.encode_failure(record)
+
+    def requeue(self, worker_id: str, job: Job, queue: str, error: ErrorInfo | None) -> bool:
+        k = self.keys
+        keys = [k.worker(worker_id), k.queue(queue), k.queues, k.wake(queue),
+                k.result(job.id or "-")]
+        args = [raw_bytes(job.raw or payload.encode_job(job)), queue,
+                error_json(error) if error else ""]
+        return bool(self._call(lambda: self._script("requeue")(keys=keys, args=args)))
+
+    # ------------------------------------------------------------------ worker registry
+    def register_worker(self, info: WorkerInfo) -> None:
+        def run() -> None:
+            seconds, micros = self.client.time()
+            server_now = datetime.fromtimestamp(seconds + micros / 1e6, UTC)
+            self._clock_offset = server_now - datetime.now(UTC)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.sadd(self.keys.workers, info.id)
+            pipe.set(self.keys.worker_started(info.id), payload.format_started(server_now))
+            pipe.hset(self.keys.heartbeats, info.id, payload.format_heartbeat(server_now))
+            extra = {"pid": str(info.pid), "host": info.host, "queues": ",".join(info.queues),
+                     **info.extra}
+            pipe.hset(self.keys.worker_info(info.id), mapping=extra)
+            pipe.execute()
+
+        self._call(run)
+
+    def heartbeat(self, worker_id: str) -> None:
+        stamp = payload.format_heartbeat(self.now())
+        self._call(lambda: self.client.hset(self.keys.heartbeats, worker_id, stamp))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        def run() -> None:
+            k = self.keys
+            pipe = self.client.pipeline(transaction=True)
+            pipe.srem(k.workers, worker_id)
+            pipe.delete(k.worker(worker_id), k.worker_started(worker_id),
+                        k.stat("processed", worker_id), k.stat("failed", worker_id),
+                        k.worker_info(worker_id))
+            pipe.hdel(k.heartbeats, worker_id)
+            pipe.execute()
+
+        self._call(run)
+
+
+def _new_id() -> str:
+    return os.urandom(12).hex()
+
+
+def _sleep_or_interrupt(timeout: float, interrupt_fd: int | None) -> None:
+    if interrupt_fd is None:
+        time.sleep(timeout)
+        return
+    poller = select.poll()
+    poller.register(interrupt_fd, select.POLLIN)
+    poller.poll(timeout * 1000)

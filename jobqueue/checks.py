@@ -1,0 +1,94 @@
+"""System checks (``manage.py check``) with stable ids.
+
+======  ===========================================================================
+E002    ``JOBQUEUE`` setting invalid (unknown key, wrong type)
+E003    a ``RESQUE_CLASSES`` entry does not point at a registered task
+E004    a ``TASK_MODULES`` / ``RESQUE_CLASSES`` module cannot be imported
+W001    (deploy) Redis of a jobqueue backend is unreachable
+W002    (deploy) Redis of a jobqueue backend has no persistence (RDB or AOF)
+======  ===========================================================================
+
+Backend option errors (``TASKS[alias]["OPTIONS"]``) are reported by the backend's own
+``check()`` as ``jobqueue.E001`` through Django's task checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.core import checks
+
+from .exceptions import ConfigurationError
+
+
+def _jobqueue_backends() -> list[Any]:
+    from .backends.redis import RedisBackend
+    from .compat import task_backends
+
+    found = []
+    for alias in task_backends.settings:
+        try:
+            backend = task_backends[alias]
+        except Exception:
+            continue
+        if isinstance(backend, RedisBackend):
+            found.append(backend)
+    return found
+
+
+@checks.register("jobqueue")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+    """Validate ``JOBQUEUE`` and that every mapped Resque class names a task."""
+    from . import registry
+    from .conf import get_config
+
+    try:
+        config = get_config()
+    except ConfigurationError as exc:
+        return [checks.Error(str(exc), id="jobqueue.E002")]
+    try:
+        registry.autodiscover()
+    except ImportError as exc:
+        return [checks.Error(f"Cannot import a task module: {exc}", id="jobqueue.E004",
+                             hint="Check JOBQUEUE['TASK_MODULES'] and JOBQUEUE['RESQUE_CLASSES']")]
+    errors = []
+    for resque_name, path in config.resque_classes.items():
+        if registry.resolve(path) is None:
+            errors.append(checks.Error(
+                f"JOBQUEUE['RESQUE_CLASSES'][{resque_name!r}] = {path!r} is not a task "
+                "registered on a jobqueue backend",
+                hint="Point it at a function decorated with @task, e.g. 'myapp.tasks.archive'",
+                id="jobqueue.E003"))
+    return errors
+
+
+@checks.register("jobqueue", deploy=True)
+def check_redis(app_configs: Any = None, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+    """Warn when a backend's Redis is unreachable or keeps nothing on disk."""
+    messages: list[checks.CheckMessage] = []
+    for backend in _jobqueue_backends():
+        if backend.config.error:
+            continue
+        client = backend.broker.client  # type: ignore[attr-defined]
+        try:
+            info = client.info("persistence")
+        except Exception as exc:
+            messages.append(checks.Warning(
+                f"Redis for TASKS[{backend.alias!r}] ({backend.config.url}) is unreachable: {exc}",
+                id="jobqueue.W001"))
+            continue
+        if not int(info.get("aof_enabled", 0)) and not _rdb_configured(client):
+            messages.append(checks.Warning(
+                f"Redis for TASKS[{backend.alias!r}] has no persistence: queued jobs are lost "
+                "if it restarts", hint="Enable appendonly yes (AOF) or RDB snapshots",
+                id="jobqueue.W002"))
+    return messages
+
+
+def _rdb_configured(client: Any) -> bool:
+    try:
+        save = client.config_get("save").get("save", "")
+    except Exception:
+        return True
+    return bool(save and str(save).strip())

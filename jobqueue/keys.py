@@ -1,0 +1,84 @@
+"""Every Redis key jobqueue reads or writes, in one place.
+
+Resque's keys keep Resque's names so Ruby Resque, node-resque and resque-web share them; keys
+that only jobqueue uses live under ``<ns>:jobqueue:`` where other Resque clients never look.
+No other module builds a key string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one namespace (``resque`` by default)."""
+
+    namespace: str = "resque"
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    # --- Resque's own keys -------------------------------------------------------------
+    @property
+    def queues(self) -> str:
+        """Set of every queue name (no prefix)."""
+        return self._k("queues")
+
+    def queue(self, name: str) -> str:
+        """List of JSON payloads of one queue; head is oldest, tail newest."""
+        return self._k("queue", name)
+
+    @property
+    def workers(self) -> str:
+        """Set of registered worker ids ``host:pid:queues``."""
+        return self._k("workers")
+
+    def worker(self, worker_id: str) -> str:
+        """String: JSON ``{queue, run_at, payload}`` of the job a worker is running."""
+        return self._k("worker", worker_id)
+
+    def worker_started(self, worker_id: str) -> str:
+        """String: when the worker registered, Ruby ``Time#to_s`` form."""
+        return self._k("worker", worker_id, "started")
+
+    @property
+    def heartbeats(self) -> str:
+        """Hash worker id -> ISO 8601 time of its last heartbeat."""
+        return self._k("workers", "heartbeat")
+
+    @property
+    def prune_lock(self) -> str:
+        """String with TTL: who is pruning dead workers right now."""
+        return self._k("pruning_dead_workers_in_progress")
+
+    def stat(self, name: str, worker_id: str | None = None) -> str:
+        """Integer counter ``processed``/``failed``, global or per worker."""
+        return self._k("stat", name) if worker_id is None else self._k("stat", name, worker_id)
+
+    @property
+    def failed(self) -> str:
+        """List of JSON failure records; tail is newest."""
+        return self._k("failed")
+
+    @property
+    def pause_all(self) -> str:
+        """String ``"true"`` pauses every worker (Resque 2.3+)."""
+        return self._k("pause-all-workers")
+
+    # --- jobqueue's own keys ------------------------------------------------------------
+    def result(self, result_id: str) -> str:
+        """Hash: one TaskResult (status, times, args, return value, errors, worker ids)."""
+        return self._k("jobqueue", "result", result_id)
+
+    def wake(self, queue: str) -> str:
+        """List of wake-up tokens, one per job jobqueue pushed; idle workers BLPOP these."""
+        return self._k("jobqueue", "wake", queue)
+
+    def worker_info(self, worker_id: str) -> str:
+        """Hash: jobqueue's extra facts about a worker (mode, version, master pid)."""
+        return self._k("jobqueue", "worker", worker_id)
+
+    def history(self, name: str, minute: int) -> str:
+        """Integer counter of jobs ``processed``/``failed`` in one UTC minute (epoch // 60)."""
+        return self._k("jobqueue", "history", name, str(minute))

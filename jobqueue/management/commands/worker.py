@@ -1,0 +1,71 @@
+"""``manage.py worker``: run one jobqueue worker in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import queues as queue_lists
+from ...broker import get_broker
+from ...compat import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+from ...conf import get_config
+from ...exceptions import ConfigurationError
+from ...worker import Worker
+
+LEVELS = {0: logging.ERROR, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a worker: reserve jobs from a Resque queue list (order is priority; '*', globs and "
+        "'!queue' work) and run each in a forked child. Signals: QUIT finish job and exit; "
+        "TERM/INT stop (child gets the grace period); USR1 kill child; USR2 pause; CONT resume."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--queues", "-q", default=None,
+                            help="comma-separated queue list, highest priority first "
+                                 "(default: $QUEUES, $QUEUE, else '*')")
+        parser.add_argument("--burst", action="store_true",
+                            help="exit when the queues are empty")
+        parser.add_argument("--no-fork", action="store_true",
+                            help="run jobs in this process instead of a child per job")
+        parser.add_argument("--interval", type=float, default=None,
+                            help="seconds between polls for jobs pushed by other Resque clients")
+        parser.add_argument("--grace", type=float, default=None,
+                            help="seconds a running job gets after TERM before SIGKILL")
+        parser.add_argument("--name", default=None, help="host part of the worker id")
+        parser.add_argument("--max-jobs", type=int, default=None,
+                            help="exit after this many jobs")
+        parser.add_argument("--backend", default=DEFAULT_TASK_BACKEND_ALIAS,
+                            help="TASKS alias to serve (default: 'default')")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self._configure_logging(options["verbosity"])
+        patterns = queue_lists.parse(options["queues"]) or queue_lists.from_environment()
+        try:
+            get_config()
+            broker = get_broker(options["backend"])
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from exc
+        worker = Worker(
+            broker, patterns or ["*"],
+            fork=not options["no_fork"], burst=options["burst"],
+            interval=options["interval"], name=options["name"],
+            grace_period=options["grace"], max_jobs=options["max_jobs"],
+            backend_class=type(task_backends[options["backend"]]),
+        )
+        worker.work()
+
+    @staticmethod
+    def _configure_logging(verbosity: int) -> None:
+        logger = logging.getLogger("jobqueue")
+        logger.setLevel(LEVELS.get(verbosity, logging.INFO))
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
+            logger.addHandler(handler)

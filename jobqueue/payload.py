@@ -1,0 +1,325 @@
+"""Encode and decode everything jobqueue stores in Redis: jobs, failures, results, times.
+
+Pure functions only (no Redis, no Django settings), pinned by golden bytes in the tests. JSON
+is written the way Ruby's json gem writes it (compact separators, raw UTF-8, insertion order)
+so Resque's by-value operations (``LREM``) match across languages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from .job import Job
+
+RUBY_FAILED_AT = "%Y/%m/%d %H:%M:%S UTC"
+
+
+class PayloadError(ValueError):
+    """A queue entry or record that is not what Resque's format says it must be."""
+
+
+def dumps(obj: Any) -> str:
+    """Serialise like Ruby's json gem: compact, UTF-8, no NaN."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- times
+def format_iso(dt: datetime) -> str:
+    """UTC ISO 8601 with microseconds and an explicit ``Z``."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_run_at(dt: datetime) -> str:
+    """Resque's ``run_at``: UTC ISO 8601 to the second with ``Z``."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_heartbeat(dt: datetime) -> str:
+    """Resque's heartbeat: ISO 8601 with a numeric zone, which Ruby's ``Time.parse`` reads."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def format_started(dt: datetime) -> str:
+    """Ruby's ``Time#to_s``: ``2026-11-23 02:27:13 +0000``."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+
+
+def format_failed_at(dt: datetime) -> str:
+    """Resque's ``failed_at``: ``2026/11/23 02:27:07 UTC`` (always UTC, zone written)."""
+    return dt.astimezone(UTC).strftime(RUBY_FAILED_AT)
+
+
+# Zone abbreviations Ruby writes with %Z; strptime's %Z rejects most of them.
+_ZONES = {
+    "UTC": 0, "GMT": 0, "Z": 0, "WET": 0, "WEST": 1, "BST": 1, "IST": 1, "CET": 1, "CEST": 2,
+    "EET": 2, "EEST": 3, "MSK": 3, "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7,
+    "MDT": -6, "PST": -8, "PDT": -7, "AKST": -9, "AKDT": -8, "HST": -10, "JST": 9, "KST": 9,
+    "AEST": 10, "AEDT": 11, "ACST": 9.5, "AWST": 8, "NZST": 12, "NZDT": 13,
+}
+_RUBY_TIME = re.compile(
+    r"^(\d{4})[/-](\d\d)[/-](\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?\s*"
+    r"(?:([+-]\d\d):?(\d\d)|([A-Za-z]{1,5}))?$"
+)
+_NODE_TIME = re.compile(
+    r"^\w{3} (\w{3}) (\d\d) (\d{4}) (\d\d):(\d\d):(\d\d) GMT([+-]\d\d)(\d\d)(?: \(.*\))?$"
+)
+_MONTHS = {m: i for i, m in enumerate(
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1)}
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Read any time Resque, node-resque or jobqueue writes; ``None`` when unreadable.
+
+    Accepts ISO 8601 (``Z`` or offsets), Ruby's ``Time#to_s`` and ``failed_at`` forms with zone
+    abbreviations, node's ``Date#toString()``, and epoch seconds. Times without a zone are UTC.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    text = str(value).strip()
+    if m := _RUBY_TIME.match(text):
+        y, mo, d, h, mi, s, frac, oh, om, abbr = m.groups()
+        micro = int((frac or "0")[:6].ljust(6, "0"))
+        if oh is not None:
+            sign = -1 if oh.startswith("-") else 1
+            offset = timedelta(hours=int(oh), minutes=sign * int(om))
+        elif abbr is not None:
+            hours = _ZONES.get(abbr.upper())
+            if hours is None:
+                return None
+            offset = timedelta(hours=hours)
+        else:
+            offset = timedelta(0)
+        naive = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micro)
+        return naive.replace(tzinfo=timezone(offset)).astimezone(UTC)
+    if m := _NODE_TIME.match(text):
+        mon, d, y, h, mi, s, oh, om = m.groups()
+        if mon not in _MONTHS:
+            return None
+        sign = -1 if oh.startswith("-") else 1
+        tz = timezone(timedelta(hours=int(oh), minutes=sign * int(om)))
+        naive = datetime(int(y), _MONTHS[mon], int(d), int(h), int(mi), int(s))
+        return naive.replace(tzinfo=tz).astimezone(UTC)
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- jobs
+def encode_job(job: Job) -> str:
+    """Resque's payload: ``class`` and ``args`` first, jobqueue's own fields after.
+
+    A job without an id (``enqueue_to``) is a plain ``{"class","args"}``, byte for byte what
+    Ruby's ``Resque.enqueue`` writes.
+    """
+    body: dict[str, Any] = {"class": job.task_name, "args": job.args}
+    if job.id is not None:
+        body["id"] = job.id
+        body["kwargs"] = job.kwargs
+        if job.priority:
+            body["priority"] = job.priority
+        if job.enqueued_at is not None:
+            body["enqueued_at"] = format_iso(job.enqueued_at)
+    body.update(job.extra)
+    return dumps(body)
+
+
+def decode_job(raw: str | bytes, queue: str) -> Job:
+    """Read a job of any Resque client; raise ``PayloadError`` saying exactly what is wrong.
+
+    Ruby writes ``{"class","args"}``, node-resque ``{"class","queue","args"}``, jobqueue adds
+    ``id``, ``kwargs``, ``enqueued_at``. Unknown fields are kept in ``extra``.
+    """
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise PayloadError(f"payload is not valid JSON ({exc}): {_clip(text)}") from None
+    if not isinstance(body, dict):
+        raise PayloadError(f"payload must be a JSON object, got {type(body).__name__}")
+    name = body.get("class")
+    if not isinstance(name, str) or not name:
+        raise PayloadError("payload has no \"class\" string naming the job")
+    args = body.get("args", [])
+    if isinstance(args, dict):  # node/PHP clients send {} for "no arguments"
+        args = [args] if args else []
+    if not isinstance(args, list):
+        raise PayloadError(f"\"args\" must be a JSON array, got {type(args).__name__}")
+    kwargs = body.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise PayloadError(f"\"kwargs\" must be a JSON object, got {type(kwargs).__name__}")
+    job_id = body.get("id")
+    if job_id is not None and (not isinstance(job_id, str) or not 0 < len(job_id) < 64):
+        raise PayloadError("\"id\" must be a string of 1 to 63 characters")
+    priority = body.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise PayloadError("\"priority\" must be an integer")
+    known = {"class", "args", "kwargs", "id", "priority", "enqueued_at", "queue"}
+    return Job(
+        task_name=name,
+        args=args,
+        kwargs=kwargs,
+        id=job_id,
+        queue=queue,
+        enqueued_at=parse_time(body.get("enqueued_at")),
+        priority=priority,
+        extra={k: v for k, v in body.items() if k not in known},
+        raw=text,
+    )
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+# --------------------------------------------------------------------------- working / failures
+def encode_working(queue: str, run_at: datetime, raw_payload: str) -> str:
+    """``worker:<id>`` value, Ruby's key order; the payload is embedded verbatim."""
+    return f'{{"queue":{dumps(queue)},"run_at":"{format_run_at(run_at)}","payload":{raw_payload}}}'
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One entry of ``<ns>:failed`` in Ruby's or node's shape."""
+
+    failed_at: datetime | None
+    payload: Any
+    exception: str
+    error: str
+    backtrace: list[str]
+    worker: str
+    queue: str
+    retried_at: datetime | None = None
+    id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def task_name(self) -> str:
+        p = self.payload
+        return str(p.get("class", "")) if isinstance(p, Mapping) else ""
+
+
+def encode_failure(failure: Failure) -> str:
+    """Ruby's ``Failure::Redis`` record, key for key, with jobqueue's ``id`` last."""
+    body: dict[str, Any] = {
+        "failed_at": format_failed_at(failure.failed_at or datetime.now(UTC)),
+        "payload": failure.payload,
+        "exception": failure.exception,
+        "error": failure.error,
+        "backtrace": failure.backtrace,
+        "worker": failure.worker,
+        "queue": failure.queue,
+    }
+    if failure.retried_at is not None:
+        body["retried_at"] = format_failed_at(failure.retried_at)
+    body.update(failure.extra)
+    if failure.id is not None:
+        body["id"] = failure.id
+    return dumps(body)
+
+
+def decode_failure(raw: str | bytes) -> Failure:
+    """Read a failure record written by Ruby, node-resque or jobqueue."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise PayloadError(f"failure record is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise PayloadError("failure record must be a JSON object")
+    backtrace = body.get("backtrace") or []
+    if isinstance(backtrace, str):
+        backtrace = backtrace.splitlines()
+    known = {"failed_at", "payload", "exception", "error", "backtrace", "worker", "queue",
+             "retried_at", "id"}
+    return Failure(
+        failed_at=parse_time(body.get("failed_at")),
+        payload=body.get("payload"),
+        exception=str(body.get("exception") or ""),
+        error=str(body.get("error") or ""),
+        backtrace=[str(line) for line in backtrace] if isinstance(backtrace, list) else [],
+        worker=str(body.get("worker") or ""),
+        queue=str(body.get("queue") or ""),
+        retried_at=parse_time(body.get("retried_at")),
+        id=body.get("id") if isinstance(body.get("id"), str) else None,
+        extra={k: v for k, v in body.items() if k not in known},
+        raw=text,
+    )
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """A TaskResult as stored: plain data, turned into Django's ``TaskResult`` by the backend."""
+
+    id: str
+    task_name: str
+    status: str
+    queue: str
+    priority: int
+    backend: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    last_attempted_at: datetime | None = None
+    finished_at: datetime | None = None
+    run_after: datetime | None = None
+    return_value: Any = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+    worker_ids: list[str] = field(default_factory=list)
+
+
+def encode_result(record: ResultRecord) -> dict[str, str]:
+    """Fields of the result hash; times as ISO, structured values as JSON."""
+    fields = {
+        "task": record.task_name,
+        "status": record.status,
+        "queue": record.queue,
+        "priority": str(record.priority),
+        "backend": record.backend,
+        "args": dumps(record.args),
+        "kwargs": dumps(record.kwargs),
+        "errors": dumps(record.errors),
+        "worker_ids": dumps(record.worker_ids),
+    }
+    for name in ("enqueued_at", "started_at", "last_attempted_at", "finished_at", "run_after"):
+        value = getattr(record, name)
+        if value is not None:
+            fields[name] = format_iso(value)
+    if record.status == "SUCCESSFUL":
+        fields["return_value"] = dumps(record.return_value)
+    return fields
+
+
+def decode_result(result_id: str, fields: Mapping[str, str]) -> ResultRecord:
+    """Rebuild a ``ResultRecord`` from the result hash."""
+    try:
+        return ResultRecord(
+            id=result_id,
+            task_name=fields["task"],
+            status=fields["status"],
+            queue=fields.get("queue", "default"),
+            priority=int(fields.get("priority", "0")),
+            backend=fields.get("backend", "default"),
+            args=json.loads(fields.get("args", "[]")),
+            kwargs=json.loads(fields.get("kwargs", "{}")),
+            enqueued_at=parse_time(fields.get("enqueued_at")),
+            started_at=parse_time(fields.get("started_at")),
+            last_attempted_at=parse_time(fields.get("last_attempted_at")),
+            finished_at=parse_time(fields.get("finished_at")),
+            run_after=parse_time(fields.get("run_after")),
+            return_value=json.loads(fields["return_value"]) if "return_value" in fields else None,
+            errors=json.loads(fields.get("errors", "[]")),
+            worker_ids=json.loads(fields.get("worker_ids", "[]")),
+        )
+    except (KeyError, ValueError) as exc:
+        raise PayloadError(f"result {result_id!r} is corrupt: {exc}") from None

@@ -1,0 +1,353 @@
+"""The worker: reserve a job, fork a child to run it, wait, repeat (Resque's model).
+
+Duties, in order: register and heartbeat; reserve atomically from a priority-ordered queue
+list; fail undecodable or unknown jobs without forking; fork a child per job (or run in
+process with ``fork=False``); watch the child while handling signals; clean up after a child
+that died; unregister on exit.
+
+Signals (Resque's meanings; handlers only record, the loop acts):
+
+======  ==================================================================================
+QUIT    finish the current job, then exit
+TERM    stop: the running child gets TERM (``WorkerShutdown`` is raised in the job, which
+INT     puts the job back on its queue) and ``grace_period`` seconds before SIGKILL; exit
+USR1    kill the running child at once (its job is failed as ``DirtyExit``), keep working
+USR2    pause: take no new jobs
+CONT    resume after USR2
+======  ==================================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Sequence
+
+from . import __version__, registry
+from . import signals as hooks
+from .broker.base import Broker, WorkerInfo
+from .conf import get_config
+from .exceptions import BrokerUnavailable, DirtyExit, WorkerShutdown
+from .job import BadJob, Reservation
+from .outage import Outage
+from .process import (
+    ChildWatch,
+    SignalQueue,
+    describe_status,
+    resque_title,
+    set_title,
+    signal_name,
+)
+from .runner import JobRunner, error_from, failed, preflight
+
+logger = logging.getLogger("jobqueue.worker")
+
+CONTROL_SIGNALS = (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
+                   signal.SIGUSR2, signal.SIGCONT)
+EXIT_ACKED = 0
+EXIT_NOT_ACKED = 3
+
+
+class Worker:
+    """One worker process serving a Resque queue list."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        queues: Sequence[str],
+        *,
+        fork: bool = True,
+        burst: bool = False,
+        interval: float | None = None,
+        name: str | None = None,
+        grace_period: float | None = None,
+        heartbeat_interval: float | None = None,
+        max_jobs: int | None = None,
+        backend_class: type | None = None,
+    ) -> None:
+        config = get_config()
+        self.broker = broker
+        self.patterns = list(queues) or ["*"]
+        self.fork = fork
+        self.burst = burst
+        self.interval = config.interval if interval is None else interval
+        self.grace_period = config.grace_period if grace_period is None else grace_period
+        self.heartbeat_interval = (config.heartbeat_interval if heartbeat_interval is None
+                                   else heartbeat_interval)
+        self.host = name or socket.gethostname()
+        self.max_jobs = max_jobs
+        self.backend_class = backend_class or type(None)
+        self.processed = 0
+        self.shutdown = False
+        self.paused = False
+        self.signals: SignalQueue | None = None
+        self.outage = Outage(logger)
+        self._in_job = False
+        self._next_heartbeat = 0.0
+        self.id = self._make_id()
+
+    def _make_id(self) -> str:
+        return f"{self.host}:{os.getpid()}:{','.join(self.patterns)}"
+
+    # ------------------------------------------------------------------ lifecycle
+    def work(self) -> int:
+        """Process jobs until told to stop (or, in burst mode, until the queues are empty)."""
+        self.id = self._make_id()
+        self.signals = SignalQueue()
+        # SIGCHLD only wakes the loop (through the pipe) when a child exits.
+        self.signals.install((*CONTROL_SIGNALS, signal.SIGCHLD), self._on_signal)
+        try:
+            self._startup()
+            self._loop()
+        finally:
+            self._teardown()
+        return self.processed
+
+    def _startup(self) -> None:
+        set_title(resque_title("Starting"))
+        registry.autodiscover()
+        hooks.before_first_fork.send(type(self), worker=self)
+        self.runner = JobRunner(self.broker, self.backend_class, self.id, retry=self.outage.retry)
+        self.outage.retry(self._register, "register worker")
+        hooks.worker_started.send_robust(type(self), worker=self)
+        logger.info("Worker %s started (%s, queues %s)", self.id,
+                    "fork per job" if self.fork else "no fork", ",".join(self.patterns))
+
+    def _register(self) -> None:
+        info = WorkerInfo(id=self.id, host=self.host, pid=os.getpid(), queues=self.patterns,
+                          extra={"mode": "fork" if self.fork else "nofork",
+                                 "version": __version__, "ppid": str(os.getppid())})
+        self.broker.register_worker(info)
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+
+    def _teardown(self) -> None:
+        try:
+            self.broker.unregister_worker(self.id)
+        except BrokerUnavailable as exc:
+            logger.warning("Could not unregister %s: %s", self.id, exc)
+        hooks.worker_stopped.send_robust(type(self), worker=self)
+        if self.signals is not None:
+            self.signals.restore()
+            self.signals = None
+        logger.info("Worker %s stopped after %d job(s)", self.id, self.processed)
+
+    def _loop(self) -> None:
+        while not self.shutdown:
+            try:
+                did_work = self.work_once()
+            except BrokerUnavailable as exc:
+                self.outage.failed(exc)
+                self._sleep(self.outage.delay())
+                continue
+            self.outage.recovered()
+            if self.max_jobs is not None and self.processed >= self.max_jobs:
+                break
+            if not did_work:
+                if self.burst and not self.paused:
+                    break
+                self._idle()
+
+    # ------------------------------------------------------------------ one step
+    def work_once(self) -> bool:
+        """Handle pending signals, heartbeat, then reserve and process at most one job."""
+        self._handle_signals()
+        self._maybe_heartbeat()
+        if self.shutdown or self.paused:
+            return False
+        queues = self.broker.expand_queues(self.patterns)
+        reservation = self.broker.reserve(self.id, queues)
+        if reservation is None:
+            return False
+        self.process(reservation)
+        self.processed += 1
+        return True
+
+    def process(self, reservation: Reservation | BadJob) -> None:
+        """Run one reserved job: fail it at once if it cannot run, else fork or run inline."""
+        task, outcome = preflight(reservation)
+        if outcome is not None:
+            logger.error("Failing job from %r: %s", reservation.queue,
+                         outcome.error.message if outcome.error else "")
+            self.outage.retry(lambda: self.broker.finish(
+                self.id, reservation.job if isinstance(reservation, Reservation)
+                else reservation, reservation.queue, outcome), "record failure")
+            return
+        assert isinstance(reservation, Reservation) and task is not None
+        if self.fork:
+            self._fork_and_wait(task, reservation)
+        else:
+            self._run_inline(task, reservation)
+
+    def _run_inline(self, task: object, reservation: Reservation) -> None:
+        set_title(resque_title(f"Processing {reservation.queue} since "
+                               f"{int(time.time())} [{reservation.job.task_name}]"))
+        self._in_job = True
+        try:
+            self.runner.run(task, reservation)  # type: ignore[arg-type]
+        except WorkerShutdown:
+            self.shutdown = True
+        finally:
+            self._in_job = False
+
+    # ------------------------------------------------------------------ fork mode
+    def _fork_and_wait(self, task: object, reservation: Reservation) -> None:
+        from django.db import connections
+
+        hooks.before_fork.send_robust(type(self), worker=self, job=reservation.job)
+        connections.close_all()  # never share a DB socket with the child
+        pid = os.fork()
+        if pid == 0:
+            self._child(task, reservation)
+        set_title(resque_title(f"Forked {pid} at {int(time.time())}"))
+        watch = ChildWatch(pid, self.grace_period)
+        status = self._watch_child(watch)
+        self._after_child(watch, status, reservation)
+
+    def _child(self, task: object, reservation: Reservation) -> None:
+        code = EXIT_NOT_ACKED
+        try:
+            self._child_signals()
+            set_title(resque_title(f"Processing {reservation.queue} since "
+                                   f"{int(time.time())} [{reservation.job.task_name}]"))
+            hooks.after_fork.send_robust(type(self), worker=self, job=reservation.job)
+            # On WorkerShutdown the runner has already put the job back: that is an ack too.
+            with contextlib.suppress(WorkerShutdown):
+                self.runner.run(task, reservation)  # type: ignore[arg-type]
+            code = EXIT_ACKED
+        except BaseException:
+            logger.exception("Child for job %s crashed", reservation.job.id)
+        finally:
+            from django.db import connections
+
+            try:
+                connections.close_all()
+            finally:
+                logging.shutdown()
+                os._exit(code)
+
+    def _child_signals(self) -> None:
+        if self.signals is not None:
+            self.signals.restore()
+            self.signals = None
+        for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR2, signal.SIGCONT):
+            signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+        def raise_shutdown(signum: int, frame: object) -> None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM is ignored
+            raise WorkerShutdown(f"worker received {signal_name(signum)}")
+
+        signal.signal(signal.SIGTERM, raise_shutdown)
+
+    def _watch_child(self, watch: ChildWatch) -> int:
+        assert self.signals is not None
+        poller = select.poll()
+        poller.register(self.signals.fd, select.POLLIN)
+        while True:
+            status = watch.reap()
+            if status is not None:
+                return status
+            timeout = min(watch.seconds_to_deadline(), self._seconds_to_heartbeat(), 1.0)
+            poller.poll(max(timeout, 0.0) * 1000)
+            for signum in self.signals.drain():
+                self._child_signal(watch, signum)
+            watch.enforce_deadline()
+            self._maybe_heartbeat()
+
+    def _child_signal(self, watch: ChildWatch, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.shutdown = True
+            watch.terminate()
+        elif signum == signal.SIGQUIT:
+            self.shutdown = True
+        elif signum == signal.SIGUSR1:
+            watch.kill(reason="USR1")
+        else:
+            self._pause_signal(signum)
+
+    def _after_child(self, watch: ChildWatch, status: int, reservation: Reservation) -> None:
+        code, signum = describe_status(status)
+        if code == EXIT_ACKED:
+            return
+        job = reservation.job
+        if watch.terminated and watch.killed_reason != "USR1":
+            error = error_from(WorkerShutdown(
+                f"worker shut down; child killed after {self.grace_period:g}s grace"))
+            self.outage.retry(lambda: self.broker.requeue(self.id, job, reservation.queue, error),
+                              "requeue interrupted job")
+            logger.warning("Job %s put back on %r after shutdown", job.id, reservation.queue)
+            return
+        if signum is not None:
+            message = f"Child process received unhandled signal {signal_name(signum)}"
+        else:
+            message = f"Child process exited with status {code} without reporting"
+        if watch.killed_reason:
+            message += f" (killed by worker on {watch.killed_reason})"
+        outcome = failed(DirtyExit(message))
+        self.outage.retry(lambda: self.broker.finish(
+            self.id, job, reservation.queue, outcome, only_if_in_flight=True),
+            "record dirty exit")
+        logger.error("Job %s (%s): %s", job.id, job.task_name, message)
+
+    # ------------------------------------------------------------------ signals & waiting
+    def _on_signal(self, signum: int) -> None:
+        # Runs inside the handler. In --no-fork mode TERM/INT interrupt the running job.
+        if self._in_job and not self.fork and signum in (signal.SIGTERM, signal.SIGINT):
+            self._in_job = False
+            raise WorkerShutdown(f"worker received {signal_name(signum)}")
+
+    def _handle_signals(self) -> None:
+        if self.signals is None:
+            return
+        for signum in self.signals.drain():
+            if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                self.shutdown = True
+            else:
+                self._pause_signal(signum)
+
+    def _pause_signal(self, signum: int) -> None:
+        if signum == signal.SIGUSR2 and not self.paused:
+            self.paused = True
+            set_title(resque_title("Paused"))
+            logger.info("Worker %s paused (USR2)", self.id)
+        elif signum == signal.SIGCONT and self.paused:
+            self.paused = False
+            logger.info("Worker %s resumed (CONT)", self.id)
+
+    def _idle(self) -> None:
+        if self.shutdown:
+            return
+        timeout = min(self.interval, self._seconds_to_heartbeat())
+        if self.paused:
+            self._sleep(timeout)
+            return
+        queues = self.broker.expand_queues(self.patterns)
+        set_title(resque_title(f"Waiting for {','.join(queues)}"))
+        fd = self.signals.fd if self.signals else None
+        self.broker.wait_for_job(queues, max(timeout, 0.01), fd)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.signals is None:
+            time.sleep(seconds)
+            return
+        poller = select.poll()
+        poller.register(self.signals.fd, select.POLLIN)
+        poller.poll(max(seconds, 0.0) * 1000)
+
+    def _seconds_to_heartbeat(self) -> float:
+        return max(self._next_heartbeat - time.monotonic(), 0.0)
+
+    def _maybe_heartbeat(self) -> None:
+        if time.monotonic() < self._next_heartbeat:
+            return
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+        try:
+            self.broker.heartbeat(self.id)
+        except BrokerUnavailable as exc:
+            self.outage.failed(exc)

@@ -1,0 +1,82 @@
+"""Settings for jobqueue's own test suite.
+
+Redis comes from the test session (``conftest.py`` starts a private ``redis-server``); each test
+gets its own key namespace. Subprocess workers read the same values from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jobqueue.compat import TASKS_APP
+
+SECRET_KEY = "jobqueue-tests-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "jobqueue",
+    "tests.testapp",
+]
+if TASKS_APP:
+    INSTALLED_APPS.append(TASKS_APP)
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+STATIC_URL = "/static/"
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("JOBQUEUE_TEST_SQLITE", os.path.join(
+            os.path.dirname(__file__), ".test-db.sqlite3")),
+        "TEST": {"NAME": os.environ.get("JOBQUEUE_TEST_SQLITE_TEST")},
+    }
+}
+
+REDIS_URL = os.environ.get("JOBQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+NAMESPACE = os.environ.get("JOBQUEUE_TEST_NAMESPACE", "jqtest")
+
+TASKS = {
+    "default": {
+        "BACKEND": "jobqueue.backends.redis.RedisBackend",
+        "QUEUES": [],
+        "OPTIONS": {"URL": REDIS_URL, "NAMESPACE": NAMESPACE},
+    }
+}
+JOBQUEUE = {
+    "RESQUE_CLASSES": {"Archive": "tests.testapp.tasks.archive"},
+    "HEARTBEAT_INTERVAL": 1.0,
+    "INTERVAL": 1.0,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"jobqueue": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,92 @@
+"""Tasks the test suite runs in real workers."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from jobqueue.broker import get_broker
+from jobqueue.compat import TaskContext, task
+
+
+def _redis() -> Any:
+    return get_broker().client  # type: ignore[attr-defined]
+
+
+def _ns() -> str:
+    return get_broker().namespace  # type: ignore[attr-defined]
+
+
+@task()
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task()
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@task()
+def boom(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@task()
+def record(marker: str) -> int:
+    """Append ``marker`` and this process's pid to a list, for cross-process assertions."""
+    _redis().rpush(f"{_ns()}:test:record", f"{marker}:{os.getpid()}")
+    return os.getpid()
+
+
+@task()
+def sleepy(seconds: float, marker: str = "") -> str:
+    """Announce start, sleep, announce finish (to test signals while a job runs)."""
+    r = _redis()
+    r.rpush(f"{_ns()}:test:started", marker or "x")
+    try:
+        time.sleep(seconds)
+    finally:
+        r.rpush(f"{_ns()}:test:finally", marker or "x")
+    r.rpush(f"{_ns()}:test:finished", marker or "x")
+    return marker
+
+
+@task(takes_context=True)
+def with_context(context: TaskContext, value: int) -> dict[str, Any]:
+    return {"attempt": context.attempt, "id": context.task_result.id, "value": value}
+
+
+@task()
+async def async_add(a: int, b: int) -> int:
+    return a + b
+
+
+@task()
+def not_json() -> object:
+    return object()
+
+
+@task()
+def crash_hard() -> None:
+    os._exit(7)
+
+
+@task()
+def kill_self() -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task()
+def archive(*args: Any) -> list[Any]:
+    """Target of the Resque class name ``Archive`` (see settings.RESQUE_CLASSES)."""
+    _redis().rpush(f"{_ns()}:test:archive", repr(args))
+    return list(args)
+
+
+@task(queue_name="mail")
+def on_mail_queue() -> str:
+    return "mail"
