@@ -76,12 +76,22 @@ else:  # Django 5.2 LTS with the django-tasks backport
 
     TASKS_APP = "django_tasks"
 
+def _forwards_kwargs() -> bool:
+    from inspect import Parameter, signature
+
+    return any(p.kind is Parameter.VAR_KEYWORD for p in signature(task).parameters.values())
+
+
+#: ``@task(max_attempts=...)`` reaches the backend's ``task_class`` (Django 6.1+, backport).
+TASK_FORWARDS_KWARGS = _forwards_kwargs()
+
 __all__ = [
     "DEFAULT_TASK_BACKEND_ALIAS",
     "DEFAULT_TASK_PRIORITY",
     "DEFAULT_TASK_QUEUE_NAME",
     "HAS_CORE_TASKS",
     "TASKS_APP",
+    "TASK_FORWARDS_KWARGS",
     "TASK_MAX_PRIORITY",
     "TASK_MIN_PRIORITY",
     "BaseTaskBackend",

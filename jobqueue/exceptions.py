@@ -40,3 +40,26 @@ class DirtyExit(JobqueueError):
 
 class WorkerShutdown(BaseException):
     """Raised inside a running job when its worker is told to stop (TERM/INT)."""
+
+
+class Retry(JobqueueError):
+    """Raise inside a task to ask for another attempt (counts against ``max_attempts``).
+
+    ``delay`` (seconds or a ``timedelta``) overrides the task's backoff for this retry.
+    """
+
+    def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentFailure(JobqueueError):
+    """Raise inside a task to fail it at once: no further attempts, whatever ``max_attempts``."""
+
+
+class JobTimeout(JobqueueError):
+    """A job ran longer than its task's ``timeout``."""
+
+
+class WorkerLost(JobqueueError):
+    """The worker running a job stopped heart-beating (killed, machine gone); found by a reaper."""

@@ -39,9 +39,17 @@ class Reservation:
     queue: str
     run_at: datetime
     worker_id: str
-    #: When the job's first attempt started and every worker that took it, this one included.
+    #: When the job's first attempt started and every worker that took it, this one included
+    #: (empty for a job without a result record, e.g. pushed by Ruby).
     started_at: datetime | None = None
     worker_ids: tuple[str, ...] = ()
+
+    @property
+    def attempts(self) -> int:
+        """Attempts so far, this one included."""
+        if self.worker_ids:
+            return len(self.worker_ids)
+        return int(self.job.extra.get("attempts", 0) or 0) + 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,20 @@ class Keys:
         """String ``"true"`` pauses every worker (Resque 2.3+)."""
         return self._k("pause-all-workers")
 
+    # --- resque-scheduler's keys (delayed jobs) ---------------------------------------
+    @property
+    def delayed_schedule(self) -> str:
+        """Sorted set of epoch seconds that have delayed jobs (member = score = seconds)."""
+        return self._k("delayed_queue_schedule")
+
+    def delayed(self, timestamp: int) -> str:
+        """List of delayed items (payload plus ``queue``) due at one epoch second."""
+        return self._k("delayed", str(timestamp))
+
+    def timestamps(self, item: str) -> str:
+        """Set of ``delayed:<ts>`` (no namespace) holding an item: the reverse index."""
+        return self._k("timestamps", item)
+
     # --- jobqueue's own keys ------------------------------------------------------------
     def result(self, result_id: str) -> str:
         """Hash: one TaskResult (status, times, args, return value, errors, worker ids)."""
@@ -78,6 +92,11 @@ class Keys:
     def worker_info(self, worker_id: str) -> str:
         """Hash: jobqueue's extra facts about a worker (mode, version, master pid)."""
         return self._k("jobqueue", "worker", worker_id)
+
+    @property
+    def reaper_lock(self) -> str:
+        """String with TTL: which worker is reaping dead workers right now."""
+        return self._k("jobqueue", "reaper")
 
     def history(self, name: str, minute: int) -> str:
         """Integer counter of jobs ``processed``/``failed`` in one UTC minute (epoch // 60)."""

@@ -131,6 +131,24 @@ def encode_job(job: Job) -> str:
     return dumps(body)
 
 
+def encode_delayed(job: Job) -> str:
+    """resque-scheduler's delayed item: ``class, args, queue``, then jobqueue's fields.
+
+    Promotion pushes these exact bytes onto the queue (Resque and node ignore the extra
+    ``queue`` key; node-resque's own payloads carry it too).
+    """
+    body: dict[str, Any] = {"class": job.task_name, "args": job.args, "queue": job.queue}
+    if job.id is not None:
+        body["id"] = job.id
+        body["kwargs"] = job.kwargs
+        if job.priority:
+            body["priority"] = job.priority
+        if job.enqueued_at is not None:
+            body["enqueued_at"] = format_iso(job.enqueued_at)
+    body.update(job.extra)
+    return dumps(body)
+
+
 def decode_job(raw: str | bytes, queue: str) -> Job:
     """Read a job of any Resque client; raise ``PayloadError`` saying exactly what is wrong.
 

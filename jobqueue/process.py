@@ -123,10 +123,13 @@ def signal_name(signum: int) -> str:
 class ChildWatch:
     """The child running a job: reap it, and enforce the TERM → grace → KILL sequence."""
 
-    def __init__(self, pid: int, grace_period: float) -> None:
+    def __init__(self, pid: int, grace_period: float, timeout_at: float | None = None) -> None:
         self.pid = pid
         self.grace_period = grace_period
         self.deadline: float | None = None
+        #: Monotonic time at which the job's own timeout sends TERM.
+        self.timeout_at = timeout_at
+        self.timed_out = False
         self.terminated = False
         self.killed_reason: str | None = None
         self.status: int | None = None
@@ -157,16 +160,23 @@ class ChildWatch:
         self._send(signal.SIGKILL)
 
     def enforce_deadline(self) -> None:
-        """Kill the child when its grace period is over."""
+        """TERM the child at its job timeout; KILL it when its grace period is over."""
+        if (self.timeout_at is not None and not self.terminated
+                and time.monotonic() >= self.timeout_at):
+            self.timed_out = True
+            self.terminate()
+            return
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.deadline = None
             self.kill(reason="grace period over")
 
     def seconds_to_deadline(self) -> float:
-        """Seconds until the grace period ends (a large number when none runs)."""
-        if self.deadline is None:
+        """Seconds until the next timeout or grace deadline (large when none is set)."""
+        deadlines = [d for d in (self.deadline, None if self.terminated else self.timeout_at)
+                     if d is not None]
+        if not deadlines:
             return 3600.0
-        return max(self.deadline - time.monotonic(), 0.0)
+        return max(min(deadlines) - time.monotonic(), 0.0)
 
     def _send(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -2,31 +2,49 @@
 
 Used in the forked child (fork mode) and in the worker itself (``--no-fork``). Sends Django's
 ``task_started``/``task_finished`` with the backend class as sender, robustly: a broken
-receiver is logged and never fails the job's bookkeeping.
+receiver is logged and never fails the job's bookkeeping. ``settle_failure`` is the one place
+that applies the retry policy, for failures seen by the child, the parent or a reaper.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from django.db import close_old_connections
 
 from . import registry
 from .backends.results import restore_task
 from .broker.base import Broker, ErrorInfo, Outcome
-from .compat import Task, TaskContext, TaskResult, TaskResultStatus, task_finished, task_started
-from .exceptions import InvalidTaskArguments, MalformedJob, UnknownTask, WorkerShutdown
+from .compat import (
+    Task,
+    TaskContext,
+    TaskResult,
+    TaskResultStatus,
+    normalize_json,
+    task_finished,
+    task_started,
+)
+from .exceptions import (
+    InvalidTaskArguments,
+    JobTimeout,
+    MalformedJob,
+    UnknownTask,
+    WorkerShutdown,
+)
 from .job import BadJob, Job, Reservation
 from .payload import dumps
+from .retry import RetryPolicy, next_attempt_at
+from .task import task_option
 
 logger = logging.getLogger("jobqueue.worker")
-T = TypeVar("T")
 Retry = Callable[[Callable[[], Any], str], Any]
 
 
@@ -64,6 +82,41 @@ def preflight(reservation: Reservation | BadJob) -> tuple[Task | None, Outcome |
     return task, None
 
 
+def timeout_of(task: Task, broker: Broker) -> float | None:
+    """The task's timeout in seconds (its own, else the backend default), or ``None``."""
+    value = task_option(task, "timeout", broker.task_defaults.get("timeout"))
+    return float(value) if value else None
+
+
+def settle_failure(broker: Broker, worker_id: str, task: Task | None, reservation: Reservation,
+                   exc: BaseException, *, only_if_in_flight: bool = False,
+                   task_result: Any = None) -> str:
+    """Schedule another attempt or fail for good, per the task's retry policy.
+
+    Returns ``"retry"``, ``"failed"`` or ``"skipped"`` (already settled by someone else).
+    """
+    now = datetime.now(UTC)
+    when = None
+    if task is not None:
+        policy = RetryPolicy.for_task(task, broker.task_defaults)
+        try:
+            when = next_attempt_at(policy, exc, task_result, reservation.attempts, now)
+        except Exception:  # a broken backoff callable must not lose the job
+            logger.exception("backoff for %s raised; failing the job", reservation.job.task_name)
+    job, queue = reservation.job, reservation.queue
+    if when is not None:
+        done = broker.retry_later(worker_id, job, queue, error_from(exc), when,
+                                  only_if_in_flight=only_if_in_flight)
+        if done:
+            logger.warning("Job %s (%s) attempt %d failed (%s); retry at %s", job.id,
+                           job.task_name, reservation.attempts, type(exc).__name__,
+                           when.isoformat())
+        return "retry" if done else "skipped"
+    outcome = Outcome(status="FAILED", finished_at=now, error=error_from(exc))
+    done = broker.finish(worker_id, job, queue, outcome, only_if_in_flight=only_if_in_flight)
+    return "failed" if done else "skipped"
+
+
 class JobRunner:
     """Execute reservations for one worker and acknowledge them through the broker."""
 
@@ -75,6 +128,11 @@ class JobRunner:
         # How to record an outcome when Redis is briefly gone: the job already ran, so the
         # worker keeps trying rather than lose what happened.
         self.retry: Retry = retry or (lambda fn, what: fn())
+        #: Monotonic deadline of the running job (set by the worker, shared with the child).
+        self.deadline: float | None = None
+        #: Enforce the deadline in-process with SIGALRM (``--no-fork``); in fork mode the
+        #: parent sends TERM at the deadline instead.
+        self.alarm = False
 
     def task_result(self, task: Task, reservation: Reservation) -> TaskResult:
         """The RUNNING ``TaskResult`` a task's context and signals see."""
@@ -96,10 +154,11 @@ class JobRunner:
             worker_ids=list(reservation.worker_ids or (self.worker_id,)),
         )
 
-    def run(self, task: Task, reservation: Reservation) -> Outcome:
-        """Run the job, record the outcome (one broker round trip), return it.
+    def run(self, task: Task, reservation: Reservation) -> str:
+        """Run the job and record what happened; return the disposition.
 
-        ``WorkerShutdown`` (TERM while running) puts the job back on its queue and re-raises.
+        ``"successful"``, ``"failed"`` or ``"retry"``. ``WorkerShutdown`` (TERM while
+        running) puts the job back on its queue and re-raises.
         """
         result = self.task_result(task, reservation)
         job = reservation.job
@@ -107,7 +166,7 @@ class JobRunner:
         close_old_connections()
         task_started.send_robust(self.backend_class, task_result=result)
         try:
-            outcome = self._call(task, result, job)
+            disposition = self._call(task, result, reservation)
         except WorkerShutdown as exc:
             error = error_from(exc)
             self.retry(lambda: self.broker.requeue(self.worker_id, job, reservation.queue, error),
@@ -117,39 +176,75 @@ class JobRunner:
             raise
         finally:
             close_old_connections()
-        self.retry(lambda: self.broker.finish(self.worker_id, job, reservation.queue, outcome),
-                   "record job outcome")
-        logger.info("Job %s %s %s in %.1f ms", result.id, job.task_name, outcome.status,
+        logger.info("Job %s %s %s in %.1f ms", result.id, job.task_name, disposition,
                     (time.perf_counter() - started) * 1000)
-        return outcome
+        return disposition
 
-    def _call(self, task: Task, result: TaskResult, job: Job) -> Outcome:
+    def _call(self, task: Task, result: TaskResult, reservation: Reservation) -> str:
+        job = reservation.job
         try:
-            if task.takes_context:
-                value = task.call(TaskContext(task_result=result), *job.args, **job.kwargs)
-            else:
-                value = task.call(*job.args, **job.kwargs)
+            with _alarm(self.deadline if self.alarm else None):
+                if task.takes_context:
+                    value = task.call(TaskContext(task_result=result), *job.args, **job.kwargs)
+                else:
+                    value = task.call(*job.args, **job.kwargs)
             value = _json_value(task, value)
         except WorkerShutdown:
+            if self.deadline is not None and time.monotonic() >= self.deadline - 0.01:
+                return self._failed(task, result, reservation, JobTimeout(_timeout_text(task)))
             raise
         except BaseException as exc:
-            outcome = failed(exc)
-            _set(result, status=TaskResultStatus.FAILED, finished_at=outcome.finished_at)
-            task_finished.send_robust(self.backend_class, task_result=result)
-            return outcome
+            return self._failed(task, result, reservation, exc)
         outcome = Outcome(status="SUCCESSFUL", finished_at=datetime.now(UTC), return_value=value)
         _set(result, status=TaskResultStatus.SUCCESSFUL, finished_at=outcome.finished_at,
              _return_value=value)
         task_finished.send_robust(self.backend_class, task_result=result)
-        return outcome
+        self.retry(lambda: self.broker.finish(self.worker_id, job, reservation.queue, outcome),
+                   "record job outcome")
+        return "successful"
+
+    def _failed(self, task: Task, result: TaskResult, reservation: Reservation,
+                exc: BaseException) -> str:
+        # Called inside the ``except`` block, so Django's task_finished logger sees exc_info.
+        disposition = self.retry(lambda: settle_failure(
+            self.broker, self.worker_id, task, reservation, exc, task_result=result),
+            "record job failure")
+        if disposition == "failed":
+            _set(result, status=TaskResultStatus.FAILED, finished_at=datetime.now(UTC))
+            task_finished.send_robust(self.backend_class, task_result=result)
+        return disposition
+
+
+class _alarm:
+    """Raise ``JobTimeout`` in the running job at a monotonic deadline (main thread only)."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        if self.deadline is None:
+            return
+        self.previous = signal.signal(signal.SIGALRM, _raise_timeout)
+        signal.setitimer(signal.ITIMER_REAL, max(self.deadline - time.monotonic(), 0.001))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.deadline is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous or signal.SIG_DFL)
+
+
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise JobTimeout("job ran past its timeout")
+
+
+def _timeout_text(task: Task) -> str:
+    return f"{task.module_path} ran past its timeout"
 
 
 def _json_value(task: Task, value: Any) -> Any:
     """Normalise a return value to JSON, or raise naming the task."""
-    import json
-
-    from .compat import normalize_json
-
     try:
         normal = normalize_json(value)
         restored = json.loads(dumps(normal))
@@ -166,3 +261,14 @@ def _json_value(task: Task, value: Any) -> Any:
 def _set(result: TaskResult, **values: Any) -> None:
     for name, value in values.items():
         object.__setattr__(result, name, value)
+
+
+__all__ = [
+    "Job",
+    "JobRunner",
+    "error_from",
+    "failed",
+    "preflight",
+    "settle_failure",
+    "timeout_of",
+]

@@ -26,13 +26,13 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__, registry
 from . import signals as hooks
 from .broker.base import Broker, WorkerInfo
 from .conf import get_config
-from .exceptions import BrokerUnavailable, DirtyExit, WorkerShutdown
+from .exceptions import BrokerUnavailable, DirtyExit, JobTimeout, WorkerShutdown
 from .job import BadJob, Reservation
 from .outage import Outage
 from .process import (
@@ -43,12 +43,14 @@ from .process import (
     set_title,
     signal_name,
 )
-from .runner import JobRunner, error_from, failed, preflight
+from .reaper import reap_dead_workers, reap_interval
+from .runner import JobRunner, error_from, preflight, settle_failure, timeout_of
 
 logger = logging.getLogger("jobqueue.worker")
 
 CONTROL_SIGNALS = (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
                    signal.SIGUSR2, signal.SIGCONT)
+PROMOTE_INTERVAL = 1.0
 EXIT_ACKED = 0
 EXIT_NOT_ACKED = 3
 
@@ -69,6 +71,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         max_jobs: int | None = None,
         backend_class: type | None = None,
+        stop_when: Callable[[], bool] | None = None,
     ) -> None:
         config = get_config()
         self.broker = broker
@@ -82,6 +85,8 @@ class Worker:
         self.host = name or socket.gethostname()
         self.max_jobs = max_jobs
         self.backend_class = backend_class or type(None)
+        # Checked between jobs and while waiting: e.g. a pooled worker whose master died.
+        self.stop_when = stop_when
         self.processed = 0
         self.shutdown = False
         self.paused = False
@@ -89,6 +94,8 @@ class Worker:
         self.outage = Outage(logger)
         self._in_job = False
         self._next_heartbeat = 0.0
+        self._next_promote = 0.0
+        self._next_reap = 0.0
         self.id = self._make_id()
 
     def _make_id(self) -> str:
@@ -121,7 +128,8 @@ class Worker:
     def _register(self) -> None:
         info = WorkerInfo(id=self.id, host=self.host, pid=os.getpid(), queues=self.patterns,
                           extra={"mode": "fork" if self.fork else "nofork",
-                                 "version": __version__, "ppid": str(os.getppid())})
+                                 "version": __version__, "ppid": str(os.getppid()),
+                                 "heartbeat_interval": str(self.heartbeat_interval)})
         self.broker.register_worker(info)
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
 
@@ -138,6 +146,10 @@ class Worker:
 
     def _loop(self) -> None:
         while not self.shutdown:
+            if self.stop_when is not None and self.stop_when():
+                logger.warning("Worker %s stopping: stop condition met", self.id)
+                self.shutdown = True
+                break
             try:
                 did_work = self.work_once()
             except BrokerUnavailable as exc:
@@ -159,6 +171,7 @@ class Worker:
         self._maybe_heartbeat()
         if self.shutdown or self.paused:
             return False
+        self._maybe_housekeeping()
         queues = self.broker.expand_queues(self.patterns)
         reservation = self.broker.reserve(self.id, queues)
         if reservation is None:
@@ -166,6 +179,20 @@ class Worker:
         self.process(reservation)
         self.processed += 1
         return True
+
+    def _maybe_housekeeping(self) -> None:
+        """Promote due delayed jobs (about every second) and reap dead workers (rarely)."""
+        clock = time.monotonic()
+        if clock >= self._next_promote:
+            next_due = self.broker.promote_due()
+            wait = PROMOTE_INTERVAL
+            if next_due is not None:
+                wait = min(wait, max(next_due - time.time(), 0.0))
+            self._next_promote = clock + wait
+        if clock >= self._next_reap:
+            interval = reap_interval(self.heartbeat_interval)
+            self._next_reap = clock + interval
+            reap_dead_workers(self.broker, self.id, interval=interval)
 
     def process(self, reservation: Reservation | BadJob) -> None:
         """Run one reserved job: fail it at once if it cannot run, else fork or run inline."""
@@ -178,6 +205,9 @@ class Worker:
                 else reservation, reservation.queue, outcome), "record failure")
             return
         assert isinstance(reservation, Reservation) and task is not None
+        timeout = timeout_of(task, self.broker)
+        self.runner.deadline = time.monotonic() + timeout if timeout else None
+        self.runner.alarm = not self.fork
         if self.fork:
             self._fork_and_wait(task, reservation)
         else:
@@ -204,9 +234,9 @@ class Worker:
         if pid == 0:
             self._child(task, reservation)
         set_title(resque_title(f"Forked {pid} at {int(time.time())}"))
-        watch = ChildWatch(pid, self.grace_period)
+        watch = ChildWatch(pid, self.grace_period, timeout_at=self.runner.deadline)
         status = self._watch_child(watch)
-        self._after_child(watch, status, reservation)
+        self._after_child(watch, status, reservation, task)
 
     def _child(self, task: object, reservation: Reservation) -> None:
         code = EXIT_NOT_ACKED
@@ -271,29 +301,29 @@ class Worker:
         else:
             self._pause_signal(signum)
 
-    def _after_child(self, watch: ChildWatch, status: int, reservation: Reservation) -> None:
+    def _after_child(self, watch: ChildWatch, status: int, reservation: Reservation,
+                     task: object) -> None:
         code, signum = describe_status(status)
         if code == EXIT_ACKED:
             return
         job = reservation.job
-        if watch.terminated and watch.killed_reason != "USR1":
+        if watch.timed_out:
+            exc: Exception = JobTimeout(
+                f"{job.task_name} ran past its timeout; child killed after "
+                f"{self.grace_period:g}s grace")
+        elif watch.terminated and watch.killed_reason != "USR1":
             error = error_from(WorkerShutdown(
                 f"worker shut down; child killed after {self.grace_period:g}s grace"))
             self.outage.retry(lambda: self.broker.requeue(self.id, job, reservation.queue, error),
                               "requeue interrupted job")
             logger.warning("Job %s put back on %r after shutdown", job.id, reservation.queue)
             return
-        if signum is not None:
-            message = f"Child process received unhandled signal {signal_name(signum)}"
         else:
-            message = f"Child process exited with status {code} without reporting"
-        if watch.killed_reason:
-            message += f" (killed by worker on {watch.killed_reason})"
-        outcome = failed(DirtyExit(message))
-        self.outage.retry(lambda: self.broker.finish(
-            self.id, job, reservation.queue, outcome, only_if_in_flight=True),
+            exc = DirtyExit(_dirty_message(code, signum, watch.killed_reason))
+        disposition = self.outage.retry(lambda: settle_failure(
+            self.broker, self.id, task, reservation, exc, only_if_in_flight=True),  # type: ignore[arg-type]
             "record dirty exit")
-        logger.error("Job %s (%s): %s", job.id, job.task_name, message)
+        logger.error("Job %s (%s): %s (%s)", job.id, job.task_name, exc, disposition)
 
     # ------------------------------------------------------------------ signals & waiting
     def _on_signal(self, signum: int) -> None:
@@ -327,6 +357,7 @@ class Worker:
         if self.paused:
             self._sleep(timeout)
             return
+        timeout = min(timeout, max(self._next_promote - time.monotonic(), 0.0))
         queues = self.broker.expand_queues(self.patterns)
         set_title(resque_title(f"Waiting for {','.join(queues)}"))
         fd = self.signals.fd if self.signals else None
@@ -351,3 +382,13 @@ class Worker:
             self.broker.heartbeat(self.id)
         except BrokerUnavailable as exc:
             self.outage.failed(exc)
+
+
+def _dirty_message(code: int | None, signum: int | None, killed_reason: str | None) -> str:
+    if signum is not None:
+        message = f"Child process received unhandled signal {signal_name(signum)}"
+    else:
+        message = f"Child process exited with status {code} without reporting"
+    if killed_reason:
+        message += f" (killed by worker on {killed_reason})"
+    return message

@@ -10,11 +10,13 @@ from typing import Any
 from django.core.signals import setting_changed
 
 from ..broker.base import Broker
+from ..compat import InvalidTask
 from ..connection import DEFAULT_URL, get_client, url_from_cache, validate_url
 from ..exceptions import ConfigurationError
+from ..task import validate_options
 
 KNOWN_OPTIONS = {"URL", "CACHE", "NAMESPACE", "RESULT_TTL", "PENDING_RESULT_TTL",
-                 "CONNECTION_KWARGS"}
+                 "CONNECTION_KWARGS", "MAX_ATTEMPTS", "BACKOFF", "TIMEOUT"}
 _NAMESPACE = re.compile(r"^[^\s:*?\[\]]+(:[^\s:*?\[\]]+)*$")
 
 
@@ -27,6 +29,8 @@ class BackendOptions:
     result_ttl: int = 86400
     pending_result_ttl: int = 30 * 86400
     connection_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Defaults for tasks that set none: max_attempts, backoff, timeout.
+    task_defaults: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -61,8 +65,14 @@ def _parse(alias: str, options: dict[str, Any]) -> BackendOptions:
             f"{where}['NAMESPACE'] must be a non-empty string without spaces or glob "
             f"characters, got {namespace!r}"
         )
+    defaults = {name.lower(): options[name] for name in ("MAX_ATTEMPTS", "BACKOFF", "TIMEOUT")
+                if options.get(name) is not None}
+    try:
+        validate_options(defaults, where)
+    except InvalidTask as exc:
+        raise ConfigurationError(str(exc)) from None
     return BackendOptions(
-        url=url, namespace=namespace,
+        url=url, namespace=namespace, task_defaults=defaults,
         result_ttl=_ttl(options, "RESULT_TTL", 86400, where),
         pending_result_ttl=_ttl(options, "PENDING_RESULT_TTL", 30 * 86400, where),
         connection_kwargs=kwargs,
@@ -99,6 +109,7 @@ def broker_for(alias: str, config: BackendOptions) -> Broker:
                     result_ttl=config.result_ttl,
                     pending_result_ttl=config.pending_result_ttl,
                     backend_alias=alias,
+                    task_defaults=config.task_defaults,
                 )
                 _brokers[key] = broker
     return broker

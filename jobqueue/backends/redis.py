@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -27,6 +27,7 @@ from .. import registry
 from ..broker.base import Broker
 from ..compat import (
     BaseTaskBackend,
+    InvalidTask,
     Task,
     TaskResult,
     TaskResultDoesNotExist,
@@ -36,10 +37,28 @@ from ..compat import (
 from ..exceptions import BrokerUnavailable
 from ..job import Job
 from ..payload import ResultRecord
+from ..task import OPTION_NAMES, JobqueueTask, task_option, validate_options
 from .options import BackendOptions, parse_options
 from .results import check_arguments, to_task_result
 
 logger = logging.getLogger("jobqueue.backend")
+
+
+def normalise_run_after(task: Task) -> None:
+    """Accept ``run_after`` as a ``timedelta`` (from now) and naive times with USE_TZ off.
+
+    Django documents a ``timedelta`` but its own validation crashes on one; a naive
+    datetime with ``USE_TZ = False`` means ``TIME_ZONE`` local time. Stored times are UTC.
+    """
+    from django.conf import settings
+    from django.utils import timezone
+
+    value = task.run_after
+    if isinstance(value, timedelta):
+        object.__setattr__(task, "run_after", datetime.now(UTC) + value)
+    elif isinstance(value, datetime) and timezone.is_naive(value) and not settings.USE_TZ:
+        aware = timezone.make_aware(value, timezone.get_default_timezone())
+        object.__setattr__(task, "run_after", aware)
 
 
 def new_result_id() -> str:
@@ -50,7 +69,8 @@ def new_result_id() -> str:
 class RedisBackend(BaseTaskBackend):
     """Enqueue Django tasks onto Resque-compatible Redis queues."""
 
-    supports_defer = False
+    task_class = JobqueueTask
+    supports_defer = True
     supports_async_task = True
     supports_get_result = True
     supports_priority = False
@@ -70,14 +90,20 @@ class RedisBackend(BaseTaskBackend):
 
     # ------------------------------------------------------------------ Django API
     def validate_task(self, task: Task) -> None:
+        normalise_run_after(task)
         super().validate_task(task)
+        validate_options({name: task_option(task, name) for name in OPTION_NAMES},
+                         task.module_path)
         registry.register(task)
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         self.validate_task(task)
         args_list, kwargs_dict = check_arguments(task, args, kwargs)
         result, job, record = self._build(task, args_list, kwargs_dict)
-        self.broker.push(job, record)
+        if task.run_after is not None and task.run_after > datetime.now(UTC):
+            self.broker.schedule(job, record, task.run_after)
+        else:
+            self.broker.push(job, record)
         task_enqueued.send_robust(type(self), task_result=result)
         return result
 
@@ -90,6 +116,9 @@ class RedisBackend(BaseTaskBackend):
         enqueues nothing.
         """
         self.validate_task(task)
+        if task.run_after is not None and task.run_after > datetime.now(UTC):
+            raise InvalidTask("enqueue_many() does not take run_after; enqueue delayed jobs "
+                              "one by one")
         built = [self._build(task, *check_arguments(task, a, k)) for a, k in calls]
         self.broker.push_many([(job, record) for _, job, record in built])
         for result, _, _ in built:
@@ -104,7 +133,7 @@ class RedisBackend(BaseTaskBackend):
         record = ResultRecord(
             id=result_id, task_name=task.module_path, status="READY", queue=task.queue_name,
             priority=task.priority, backend=self.alias, args=args, kwargs=kwargs,
-            enqueued_at=now,
+            enqueued_at=now, run_after=task.run_after,
         )
         job = Job(task_name=task.module_path, args=args, kwargs=kwargs, id=result_id,
                   queue=task.queue_name, enqueued_at=now, priority=task.priority)

@@ -69,6 +69,8 @@ class Broker(ABC):
 
     #: Results of finished jobs expire after this many seconds.
     result_ttl: int = 86400
+    #: Backend-wide task option defaults (max_attempts, backoff, timeout).
+    task_defaults: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- producing
     @abstractmethod
@@ -123,6 +125,47 @@ class Broker(ABC):
     @abstractmethod
     def requeue(self, worker_id: str, job: Job, queue: str, error: ErrorInfo | None) -> bool:
         """Put an unfinished in-flight job back at the head of its queue."""
+
+    @abstractmethod
+    def schedule(self, job: Job, result: ResultRecord | None, run_at: datetime) -> None:
+        """Store a job to be pushed onto its queue at ``run_at`` (and its READY result)."""
+
+    @abstractmethod
+    def promote_due(self) -> float | None:
+        """Move every due delayed job onto its queue, exactly once across all callers.
+
+        Returns the epoch second of the next delayed job still waiting, or ``None``.
+        """
+
+    @abstractmethod
+    def retry_later(
+        self,
+        worker_id: str,
+        job: Job,
+        queue: str,
+        error: ErrorInfo,
+        run_at: datetime,
+        *,
+        only_if_in_flight: bool = False,
+    ) -> bool:
+        """Acknowledge a failed attempt and schedule the next one at ``run_at``."""
+
+    @abstractmethod
+    def in_flight(self, worker_id: str) -> tuple[str, str] | None:
+        """``(queue, exact payload)`` of the job a worker holds, or ``None``."""
+
+    @abstractmethod
+    def stale_workers(self, now: datetime) -> list[str]:
+        """Ids of workers whose heartbeat is too old by their own interval's measure.
+
+        jobqueue workers record their heartbeat interval; workers of other Resque clients
+        (no such record) are judged by Ruby's own 300-second rule, and workers that never
+        sent a heartbeat are left alone, as Ruby does.
+        """
+
+    @abstractmethod
+    def acquire_reaper_lock(self, owner: str, ttl_seconds: int) -> bool:
+        """Become the one process reaping dead workers for ``ttl_seconds``."""
 
     @abstractmethod
     def expand_queues(self, patterns: Sequence[str]) -> list[str]:

@@ -24,6 +24,7 @@ from ..job import BadJob, Job, Reservation
 from ..keys import Keys
 from .base import ErrorInfo, Outcome, WorkerInfo
 from .redis_inspect import RedisInspectMixin
+from .redis_schedule import RedisScheduleMixin
 
 T = TypeVar("T")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -56,7 +57,7 @@ def error_json(error: ErrorInfo) -> str:
     )
 
 
-class RedisBroker(RedisInspectMixin):
+class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
     """Broker on one Redis database and namespace."""
 
     def __init__(
@@ -67,6 +68,7 @@ class RedisBroker(RedisInspectMixin):
         result_ttl: int = 86400,
         pending_result_ttl: int = 30 * 86400,
         backend_alias: str = "default",
+        task_defaults: dict[str, Any] | None = None,
     ) -> None:
         self.client = client
         self.keys = Keys(namespace)
@@ -74,6 +76,7 @@ class RedisBroker(RedisInspectMixin):
         self.result_ttl = result_ttl
         self.pending_result_ttl = pending_result_ttl
         self.backend_alias = backend_alias
+        self.task_defaults = dict(task_defaults or {})
         self._scripts: dict[str, Any] = {}
         self._queue_cache: tuple[float, tuple[str, ...], list[str]] | None = None
         self._clock_offset = timedelta(0)
@@ -165,7 +168,7 @@ class RedisBroker(RedisInspectMixin):
         except payload.PayloadError as exc:
             return BadJob(raw=raw, queue=queue, error=str(exc), run_at=now, worker_id=worker_id)
         started = payload.parse_time(text(reply[2])) if reply[2] else None
-        worker_ids = tuple(json.loads(text(reply[3]))) if reply[3] else (worker_id,)
+        worker_ids = tuple(json.loads(text(reply[3]))) if reply[3] else ()
         return Reservation(job=job, queue=queue, run_at=now, worker_id=worker_id,
                            started_at=started or now, worker_ids=worker_ids)
 

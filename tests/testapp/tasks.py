@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from jobqueue.broker import get_broker
-from jobqueue.compat import TaskContext, task
+from jobqueue.compat import TASK_FORWARDS_KWARGS, TaskContext, task
+from jobqueue.task import job_options
 
 
 def _redis() -> Any:
@@ -90,3 +91,30 @@ def archive(*args: Any) -> list[Any]:
 @task(queue_name="mail")
 def on_mail_queue() -> str:
     return "mail"
+
+
+if TASK_FORWARDS_KWARGS:  # Django 6.1+ and the 5.2 backport; 6.0 raises TypeError
+
+    @task(max_attempts=3, backoff=0)
+    def flaky_forwarded(marker: str) -> int:
+        return _flaky(marker)
+
+
+@task()
+@job_options(max_attempts=3, backoff=0)  # works on every Django version, 6.0 included
+def flaky(marker: str) -> int:
+    return _flaky(marker)
+
+
+def _flaky(marker: str) -> int:
+    """Fail until the third attempt; count attempts in Redis."""
+    n = _redis().incr(f"{_ns()}:test:flaky:{marker}")
+    if n < 3:
+        raise RuntimeError(f"attempt {n} fails")
+    return int(n)
+
+
+@task()
+@job_options(timeout=0.5)
+def too_slow(seconds: float = 30.0) -> None:
+    time.sleep(seconds)
