@@ -93,6 +93,15 @@ class Keys:
         """Hash: jobqueue's extra facts about a worker (mode, version, master pid)."""
         return self._k("jobqueue", "worker", worker_id)
 
+    def priority_queue(self, queue: str) -> str:
+        """Sorted set of a queue's jobs with a non-zero priority (score: priority, then FIFO)."""
+        return self._k("jobqueue", "priority", queue)
+
+    @property
+    def priority_sequence(self) -> str:
+        """Counter giving prioritised jobs their FIFO position."""
+        return self._k("jobqueue", "priority-seq")
+
     @property
     def reaper_lock(self) -> str:
         """String with TTL: which worker is reaping dead workers right now."""

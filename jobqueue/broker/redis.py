@@ -97,11 +97,18 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
     # ------------------------------------------------------------------ producing
     def _push_commands(self, pipe: Any, job: Job, result: payload.ResultRecord | None) -> None:
         data = payload.encode_job(job)
-        pipe.sadd(self.keys.queues, job.queue)
-        pipe.rpush(self.keys.queue(job.queue), data)
-        # A wake-up token for idle workers; only as many as could be waiting are kept.
-        pipe.rpush(self.keys.wake(job.queue), b"1")
-        pipe.ltrim(self.keys.wake(job.queue), -WAKE_TOKENS_KEPT, -1)
+        if job.priority:
+            k = self.keys
+            self._script("push_priority")(
+                keys=[k.priority_queue(job.queue), k.priority_sequence, k.queues,
+                      k.wake(job.queue)],
+                args=[data, job.priority, job.queue, ""], client=pipe)
+        else:
+            pipe.sadd(self.keys.queues, job.queue)
+            pipe.rpush(self.keys.queue(job.queue), data)
+            # A wake-up token for idle workers; only as many as could be waiting are kept.
+            pipe.rpush(self.keys.wake(job.queue), b"1")
+            pipe.ltrim(self.keys.wake(job.queue), -WAKE_TOKENS_KEPT, -1)
         if result is not None:
             rkey = self.keys.result(result.id)
             pipe.hset(rkey, mapping=payload.encode_result(result))
@@ -156,6 +163,7 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         now = self.now()
         keys = [self.keys.worker(worker_id), self.keys.pause_all]
         keys += [self.keys.queue(q) for q in queues] + [self.keys.wake(q) for q in queues]
+        keys += [self.keys.priority_queue(q) for q in queues]
         args = [len(queues), payload.format_run_at(now), payload.format_iso(now), worker_id,
                 self.keys.result("")] + [payload.dumps(q) for q in queues]
         reply = self._call(lambda: self._script("reserve")(keys=keys, args=args))
@@ -256,9 +264,10 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
     def requeue(self, worker_id: str, job: Job, queue: str, error: ErrorInfo | None) -> bool:
         k = self.keys
         keys = [k.worker(worker_id), k.queue(queue), k.queues, k.wake(queue),
-                k.result(job.id or "-")]
+                k.result(job.id or "-"), k.priority_queue(queue)]
+        score = (100 - job.priority) * 10**12 if job.priority else ""
         args = [raw_bytes(job.raw or payload.encode_job(job)), queue,
-                error_json(error) if error else ""]
+                error_json(error) if error else "", score]
         return bool(self._call(lambda: self._script("requeue")(keys=keys, args=args)))
 
     # ------------------------------------------------------------------ worker registry

@@ -29,7 +29,18 @@ for _, ts in ipairs(due) do
     if ok and type(job) == 'table' and type(job['queue']) == 'string' and job['queue'] ~= '' then
       queue = job['queue']
     end
-    if queue then
+    local priority = 0
+    if queue and type(job['priority']) == 'number' then
+      priority = job['priority']
+    end
+    if queue and priority ~= 0 then
+      local seq = redis.call('INCR', prefix .. 'jobqueue:priority-seq')
+      redis.call('ZADD', prefix .. 'jobqueue:priority:' .. queue, (100 - priority) * 1e12 + seq,
+        item)
+      redis.call('SADD', prefix .. 'queues', queue)
+      redis.call('RPUSH', prefix .. 'jobqueue:wake:' .. queue, '1')
+      redis.call('LTRIM', prefix .. 'jobqueue:wake:' .. queue, -64, -1)
+    elseif queue then
       redis.call('RPUSH', prefix .. 'queue:' .. queue, item)
       redis.call('SADD', prefix .. 'queues', queue)
       redis.call('RPUSH', prefix .. 'jobqueue:wake:' .. queue, '1')

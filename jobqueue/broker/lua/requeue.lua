@@ -11,6 +11,8 @@
 -- ARGV[1]  the exact payload
 -- ARGV[2]  queue name
 -- ARGV[3]  error JSON to append to the result's errors ("" for none)
+-- ARGV[4]  the job's priority score to requeue at ("" for a plain priority-0 job)
+-- KEYS[6]  <ns>:jobqueue:priority:<q>       where a prioritised job goes back
 --
 -- Returns 1 when requeued, 0 when the job had already been acknowledged.
 local current = redis.call('GET', KEYS[1])
@@ -18,7 +20,11 @@ if not current or not string.find(current, ARGV[1], 1, true) then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('LPUSH', KEYS[2], ARGV[1])
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[6], tonumber(ARGV[4]), ARGV[1])
+else
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('RPUSH', KEYS[4], '1')
 if redis.call('EXISTS', KEYS[5]) == 1 then

@@ -7,6 +7,8 @@
 -- KEYS[2]          <ns>:pause-all-workers      "true" pauses every worker
 -- KEYS[3..2+n]     <ns>:queue:<q>              queues, highest priority first
 -- KEYS[3+n..2+2n]  <ns>:jobqueue:wake:<q>      wake-up tokens of the same queues
+-- KEYS[3+2n..2+3n] <ns>:jobqueue:priority:<q>  jobs with a non-zero priority (see
+--                  push_priority.lua): positive ones run before the list, negative after
 -- ARGV[1]          n, the number of queues
 -- ARGV[2]          run_at, "YYYY-MM-DDTHH:MM:SSZ"
 -- ARGV[3]          now, ISO 8601 with microseconds (result times)
@@ -20,8 +22,21 @@ local n = tonumber(ARGV[1])
 if redis.call('GET', KEYS[2]) == 'true' then
   return {0}
 end
+local split = 100 * 1e12  -- scores below this belong to positive priorities
 for i = 1, n do
-  local payload = redis.call('LPOP', KEYS[2 + i])
+  local zkey = KEYS[2 + 2 * n + i]
+  local top = redis.call('ZRANGE', zkey, 0, 0, 'WITHSCORES')
+  local payload = nil
+  if top[1] and tonumber(top[2]) < split then
+    payload = top[1]
+    redis.call('ZREM', zkey, payload)
+  else
+    payload = redis.call('LPOP', KEYS[2 + i])
+    if not payload and top[1] then
+      payload = top[1]
+      redis.call('ZREM', zkey, payload)
+    end
+  end
   if payload then
     local ok, job = pcall(cjson.decode, payload)
     local valid = ok and type(job) == 'table'
