@@ -4,6 +4,8 @@
 E002    ``JOBQUEUE`` setting invalid (unknown key, wrong type)
 E003    a ``RESQUE_CLASSES`` entry does not point at a registered task
 E004    a ``TASK_MODULES`` / ``RESQUE_CLASSES`` module cannot be imported
+E005    a ``SCHEDULE`` entry names something that is not a registered task
+E006    a ``SCHEDULE`` entry names a queue its backend's ``QUEUES`` does not allow
 W001    (deploy) Redis of a jobqueue backend is unreachable
 W002    (deploy) Redis of a jobqueue backend has no persistence (RDB or AOF)
 ======  ===========================================================================
@@ -60,6 +62,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> Iterable[checks.Ch
                 "registered on a jobqueue backend",
                 hint="Point it at a function decorated with @task, e.g. 'myapp.tasks.archive'",
                 id="jobqueue.E003"))
+    errors += _check_schedule(config.schedule)
+    return errors
+
+
+def _check_schedule(entries: Any) -> list[checks.CheckMessage]:
+    from . import registry
+
+    errors: list[checks.CheckMessage] = []
+    for entry in entries:
+        task = registry.resolve(entry.task)
+        where = f"JOBQUEUE['SCHEDULE'][{entry.name!r}]"
+        if task is None:
+            errors.append(checks.Error(
+                f"{where}['task'] = {entry.task!r} is not a task registered on a jobqueue "
+                "backend", id="jobqueue.E005"))
+            continue
+        queue = entry.queue or task.queue_name
+        allowed = task.get_backend().queues
+        if allowed and queue not in allowed:
+            errors.append(checks.Error(
+                f"{where} uses queue {queue!r}, which TASKS[{task.backend!r}]['QUEUES'] does "
+                f"not allow ({', '.join(sorted(allowed))})", id="jobqueue.E006"))
     return errors
 
 

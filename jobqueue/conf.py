@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 from .exceptions import ConfigurationError
+from .periodic import parse_schedule
 
 DEFAULTS: dict[str, Any] = {
     "RESQUE_CLASSES": {},  # Resque class name -> dotted path of a task
@@ -24,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 5.0,  # seconds between worker heartbeats
     "SETUP": [],  # dotted callables run once before the first fork
     "POOL": {},  # queue list -> number of workers (manage.py pool)
+    "SCHEDULE": {},  # periodic jobs: name -> {"task", "cron" | "every", "args", ...}
 }
 
 
@@ -38,6 +40,7 @@ class JobqueueConfig:
     heartbeat_interval: float = 5.0
     setup: tuple[str, ...] = ()
     pool: Mapping[str, Any] = field(default_factory=dict)
+    schedule: tuple[Any, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -61,7 +64,7 @@ def build_config(raw_setting: Mapping[str, Any] | None) -> JobqueueConfig:
         raw_setting = {}
     if not isinstance(raw_setting, Mapping):
         raise ConfigurationError("JOBQUEUE must be a dict")
-    unknown = sorted(set(raw_setting) - set(DEFAULTS) - {"SCHEDULE", "TESTING"})
+    unknown = sorted(set(raw_setting) - set(DEFAULTS))
     if unknown:
         raise ConfigurationError(f"JOBQUEUE has unknown keys: {', '.join(unknown)}")
     raw = {**DEFAULTS, **raw_setting}
@@ -82,6 +85,7 @@ def build_config(raw_setting: Mapping[str, Any] | None) -> JobqueueConfig:
         heartbeat_interval=_number(raw, "HEARTBEAT_INTERVAL", minimum=0.1),
         setup=_strings(raw, "SETUP"),
         pool=dict(raw["POOL"]),
+        schedule=tuple(parse_schedule(raw["SCHEDULE"])),
         raw=raw,
     )
 

@@ -80,6 +80,11 @@ class Keys:
         """Set of ``delayed:<ts>`` (no namespace) holding an item: the reverse index."""
         return self._k("timestamps", item)
 
+    @property
+    def last_enqueued_at(self) -> str:
+        """Hash schedule name -> Ruby ``Time#to_s`` of its last firing (resque-scheduler)."""
+        return self._k("delayed", "last_enqueued_at")
+
     # --- jobqueue's own keys ------------------------------------------------------------
     def result(self, result_id: str) -> str:
         """Hash: one TaskResult (status, times, args, return value, errors, worker ids)."""
@@ -101,6 +106,11 @@ class Keys:
     def priority_sequence(self) -> str:
         """Counter giving prioritised jobs their FIFO position."""
         return self._k("jobqueue", "priority-seq")
+
+    @property
+    def periodic_last(self) -> str:
+        """Hash schedule name -> epoch seconds of the last tick enqueued (exactly-once claim)."""
+        return self._k("jobqueue", "periodic", "last")
 
     @property
     def reaper_lock(self) -> str:

@@ -35,6 +35,7 @@ from .conf import get_config
 from .exceptions import BrokerUnavailable, DirtyExit, JobTimeout, WorkerShutdown
 from .job import BadJob, Reservation
 from .outage import Outage
+from .periodic import PeriodicRunner
 from .process import (
     ChildWatch,
     SignalQueue,
@@ -91,6 +92,7 @@ class Worker:
         self.shutdown = False
         self.paused = False
         self.signals: SignalQueue | None = None
+        self.periodic: PeriodicRunner | None = None
         self.outage = Outage(logger)
         self._in_job = False
         self._next_heartbeat = 0.0
@@ -119,6 +121,8 @@ class Worker:
         set_title(resque_title("Starting"))
         registry.autodiscover()
         hooks.before_first_fork.send(type(self), worker=self)
+        schedule = list(get_config().schedule)
+        self.periodic = PeriodicRunner(self.broker, schedule) if schedule else None
         self.runner = JobRunner(self.broker, self.backend_class, self.id, retry=self.outage.retry)
         self.outage.retry(self._register, "register worker")
         hooks.worker_started.send_robust(type(self), worker=self)
@@ -184,6 +188,8 @@ class Worker:
         """Promote due delayed jobs (about every second) and reap dead workers (rarely)."""
         clock = time.monotonic()
         if clock >= self._next_promote:
+            if self.periodic is not None:
+                self.periodic.tick()
             next_due = self.broker.promote_due()
             wait = PROMOTE_INTERVAL
             if next_due is not None:

@@ -99,7 +99,7 @@ class RedisBackend(BaseTaskBackend):
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         self.validate_task(task)
         args_list, kwargs_dict = check_arguments(task, args, kwargs)
-        result, job, record = self._build(task, args_list, kwargs_dict)
+        result, job, record = self.build_job(task, args_list, kwargs_dict)
         if task.run_after is not None and task.run_after > datetime.now(UTC):
             self.broker.schedule(job, record, task.run_after)
         else:
@@ -119,15 +119,16 @@ class RedisBackend(BaseTaskBackend):
         if task.run_after is not None and task.run_after > datetime.now(UTC):
             raise InvalidTask("enqueue_many() does not take run_after; enqueue delayed jobs "
                               "one by one")
-        built = [self._build(task, *check_arguments(task, a, k)) for a, k in calls]
+        built = [self.build_job(task, *check_arguments(task, a, k)) for a, k in calls]
         self.broker.push_many([(job, record) for _, job, record in built])
         for result, _, _ in built:
             task_enqueued.send_robust(type(self), task_result=result)
         return [result for result, _, _ in built]
 
-    def _build(
+    def build_job(
         self, task: Task, args: list[Any], kwargs: dict[str, Any]
     ) -> tuple[TaskResult, Job, ResultRecord]:
+        """The READY ``TaskResult``, queue ``Job`` and stored record for one call."""
         now = datetime.now(UTC)
         result_id = new_result_id()
         record = ResultRecord(

@@ -138,6 +138,18 @@ class Broker(ABC):
         """
 
     @abstractmethod
+    def fire_periodic(self, name: str, tick: datetime, job: Job,
+                      result: ResultRecord | None) -> bool:
+        """Enqueue ``job`` for schedule ``name``'s ``tick`` unless that tick already ran.
+
+        Atomic across every caller: exactly one of them enqueues each tick.
+        """
+
+    @abstractmethod
+    def periodic_last_runs(self) -> dict[str, datetime]:
+        """The last tick enqueued for each schedule name."""
+
+    @abstractmethod
     def retry_later(
         self,
         worker_id: str,

@@ -77,6 +77,40 @@ class RedisScheduleMixin(Broker):
             if int(moved) < PROMOTE_BATCH:
                 return None if int(next_due) < 0 else float(next_due)
 
+    def fire_periodic(self, name: str, tick: datetime, job: Job,
+                      result: payload.ResultRecord | None) -> bool:
+        import redis as redis_lib
+
+        stamp = int(tick.timestamp())
+        for _ in range(20):  # optimistic: retry while another schedule's claim races ours
+            try:
+                return bool(self._call(lambda: self._fire_once(name, stamp, job, result)))
+            except redis_lib.WatchError:
+                continue
+        return False
+
+    def _fire_once(self, name: str, stamp: int, job: Job,
+                   result: payload.ResultRecord | None) -> bool:
+        k = self.keys
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(k.periodic_last)
+            last = pipe.hget(k.periodic_last, name)
+            if last is not None and int(last) >= stamp:
+                return False
+            pipe.multi()
+            pipe.hset(k.periodic_last, name, stamp)
+            pipe.hset(k.last_enqueued_at, name, payload.format_started(datetime.now(UTC)))
+            self._push_commands(pipe, job, result)
+            pipe.execute()
+        return True
+
+    def periodic_last_runs(self) -> dict[str, datetime]:
+        raw = self._call(lambda: self.client.hgetall(self.keys.periodic_last))
+        return {k.decode(): datetime.fromtimestamp(int(v), UTC) for k, v in raw.items()}
+
+    def _push_commands(self, pipe: Any, job: Job, result: payload.ResultRecord | None) -> None:
+        raise NotImplementedError  # pragma: no cover - provided by RedisBroker
+
     def retry_later(self, worker_id: str, job: Job, queue: str, error: ErrorInfo,
                     run_at: datetime, *, only_if_in_flight: bool = False) -> bool:
         from .redis import HISTORY_TTL, error_json, raw_bytes
