@@ -130,6 +130,9 @@ class JobRunner:
         self.retry: Retry = retry or (lambda fn, what: fn())
         #: Monotonic deadline of the running job (set by the worker, shared with the child).
         self.deadline: float | None = None
+        #: Close stale DB connections around each job (off in test helpers, whose test
+        #: transaction must survive the job).
+        self.manage_connections = True
         #: Enforce the deadline in-process with SIGALRM (``--no-fork``); in fork mode the
         #: parent sends TERM at the deadline instead.
         self.alarm = False
@@ -163,7 +166,8 @@ class JobRunner:
         result = self.task_result(task, reservation)
         job = reservation.job
         started = time.perf_counter()
-        close_old_connections()
+        if self.manage_connections:
+            close_old_connections()
         task_started.send_robust(self.backend_class, task_result=result)
         try:
             disposition = self._call(task, result, reservation)
@@ -175,7 +179,8 @@ class JobRunner:
                            result.id, job.task_name, reservation.queue)
             raise
         finally:
-            close_old_connections()
+            if self.manage_connections:
+                close_old_connections()
         logger.info("Job %s %s %s in %.1f ms", result.id, job.task_name, disposition,
                     (time.perf_counter() - started) * 1000)
         return disposition

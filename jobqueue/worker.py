@@ -73,6 +73,7 @@ class Worker:
         max_jobs: int | None = None,
         backend_class: type | None = None,
         stop_when: Callable[[], bool] | None = None,
+        manage_db_connections: bool = True,
     ) -> None:
         config = get_config()
         self.broker = broker
@@ -88,6 +89,7 @@ class Worker:
         self.backend_class = backend_class or type(None)
         # Checked between jobs and while waiting: e.g. a pooled worker whose master died.
         self.stop_when = stop_when
+        self.manage_db_connections = manage_db_connections
         self.processed = 0
         self.shutdown = False
         self.paused = False
@@ -124,6 +126,7 @@ class Worker:
         schedule = list(get_config().schedule)
         self.periodic = PeriodicRunner(self.broker, schedule) if schedule else None
         self.runner = JobRunner(self.broker, self.backend_class, self.id, retry=self.outage.retry)
+        self.runner.manage_connections = self.manage_db_connections
         self.outage.retry(self._register, "register worker")
         hooks.worker_started.send_robust(type(self), worker=self)
         logger.info("Worker %s started (%s, queues %s)", self.id,

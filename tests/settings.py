@@ -58,6 +58,18 @@ DATABASES = {
     }
 }
 
+# A real PostgreSQL for the transaction tests (trust auth on the CI machine); the test
+# database name carries the pid so parallel runs never share it.
+if os.environ.get("JOBQUEUE_TEST_PG", "1") != "0":
+    DATABASES["pg"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "jobqueue",
+        "HOST": os.environ.get("JOBQUEUE_TEST_PG_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("JOBQUEUE_TEST_PG_PORT", "5432"),
+        "USER": os.environ.get("JOBQUEUE_TEST_PG_USER", "postgres"),
+        "TEST": {"NAME": f"test_jobqueue_{os.getpid()}"},
+    }
+
 REDIS_URL = os.environ.get("JOBQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 NAMESPACE = os.environ.get("JOBQUEUE_TEST_NAMESPACE", "jqtest")
 

@@ -131,9 +131,10 @@ class Broker(ABC):
         """Store a job to be pushed onto its queue at ``run_at`` (and its READY result)."""
 
     @abstractmethod
-    def promote_due(self) -> float | None:
+    def promote_due(self, until: float | None = None) -> float | None:
         """Move every due delayed job onto its queue, exactly once across all callers.
 
+        ``until`` (epoch seconds) replaces the store's clock, for tests that make jobs due.
         Returns the epoch second of the next delayed job still waiting, or ``None``.
         """
 

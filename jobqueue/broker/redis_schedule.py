@@ -65,7 +65,7 @@ class RedisScheduleMixin(Broker):
 
         self._call(run)
 
-    def promote_due(self) -> float | None:
+    def promote_due(self, until: float | None = None) -> float | None:
         now = datetime.now(UTC)
         head = payload.dumps({"failed_at": payload.format_failed_at(now)})[:-1] + ',"payload":'
         tail = (',"exception":"MalformedJob","error":"delayed item is not a Resque payload with '
@@ -73,7 +73,8 @@ class RedisScheduleMixin(Broker):
         while True:
             moved, next_due = self._call(lambda: self._script("promote")(
                 keys=[self.keys.delayed_schedule],
-                args=[f"{self.namespace}:", PROMOTE_BATCH, head, tail]))
+                args=[f"{self.namespace}:", PROMOTE_BATCH, head, tail,
+                      "" if until is None else int(until)]))
             if int(moved) < PROMOTE_BATCH:
                 return None if int(next_due) < 0 else float(next_due)
 

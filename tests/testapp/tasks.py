@@ -118,3 +118,19 @@ def _flaky(marker: str) -> int:
 @job_options(timeout=0.5)
 def too_slow(seconds: float = 30.0) -> None:
     time.sleep(seconds)
+
+
+@task()
+def username_of(user_id: int) -> str:
+    """Read a row from PostgreSQL (the transaction tests)."""
+    from django.contrib.auth.models import User
+
+    return User.objects.using("pg").get(pk=user_id).username
+
+
+@task()
+def chain(depth: int) -> int:
+    """Enqueue itself until depth reaches 0 (testing helpers run follow-up jobs)."""
+    if depth > 0:
+        chain.enqueue(depth - 1)
+    return depth

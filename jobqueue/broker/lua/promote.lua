@@ -10,11 +10,16 @@
 -- ARGV[2]  at most this many items per call (the caller calls again while it moves any)
 -- ARGV[3]  failure record JSON up to and including '"payload":' for undecodable items
 -- ARGV[4]  the rest of that record after the payload
+-- ARGV[5]  "" to use the server clock, or epoch seconds to promote up to (test helpers make
+--          future jobs due this way)
 --
 -- Returns {moved, next_due_seconds or -1}.
 local prefix = ARGV[1]
 local limit = tonumber(ARGV[2])
 local now = tonumber(redis.call('TIME')[1])
+if ARGV[5] ~= '' then
+  now = tonumber(ARGV[5])
+end
 local moved = 0
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 50)
 for _, ts in ipairs(due) do
