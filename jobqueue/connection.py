@@ -7,6 +7,7 @@ a forked job never reuses its parent's socket.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -19,17 +20,43 @@ from .exceptions import ConfigurationError
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _SCHEMES = {"redis", "rediss", "unix"}
-_clients: dict[tuple[str, tuple[tuple[str, Any], ...]], redis.Redis] = {}
+_clients: dict[tuple[str, tuple[tuple[str, str], ...]], redis.Redis] = {}
 _lock = threading.Lock()
 
 #: Connection defaults: fail fast when Redis is gone, notice dead peers, keep bytes raw.
+#: A forked job opens a fresh connection, so the handshake is kept to one round trip:
+#: RESP2 (no HELLO), no CLIENT SETINFO, no PING health check.
 CLIENT_DEFAULTS: dict[str, Any] = {
     "socket_connect_timeout": 5.0,
     "socket_timeout": 30.0,
     "socket_keepalive": True,
-    "health_check_interval": 30,
+    "health_check_interval": 0,
     "retry_on_timeout": False,
+    "protocol": 2,
+    "lib_name": None,
+    "lib_version": None,
 }
+
+
+@functools.cache
+def _supported_defaults() -> dict[str, Any]:
+    """Drop defaults this redis-py does not know (older releases lack some)."""
+    import inspect
+
+    known = set(inspect.signature(redis.Redis.__init__).parameters)
+    defaults = {k: v for k, v in CLIENT_DEFAULTS.items() if k in known}
+    if "driver_info" in known:  # redis-py 8+: ``driver_info=None`` disables CLIENT SETINFO
+        defaults.pop("lib_name", None)
+        defaults.pop("lib_version", None)
+        defaults["driver_info"] = None
+    if "maint_notifications_config" in known:  # redis-py 7+: RESP3-only feature, off
+        try:
+            from redis.maint_notifications import MaintNotificationsConfig
+
+            defaults["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+        except ImportError:  # pragma: no cover
+            pass
+    return defaults
 
 
 def validate_url(url: Any, where: str) -> str:
@@ -63,8 +90,8 @@ def url_from_cache(alias: str, where: str) -> tuple[str, dict[str, Any]]:
 
 def get_client(url: str, kwargs: Mapping[str, Any] | None = None) -> redis.Redis:
     """Return the process-wide client for ``url`` (created on first use, never at import)."""
-    options = {**CLIENT_DEFAULTS, **(kwargs or {})}
-    key = (url, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+    options = {**_supported_defaults(), **(kwargs or {})}
+    key = (url, tuple(sorted((k, repr(v)) for k, v in options.items())))
     client = _clients.get(key)
     if client is None:
         with _lock:

@@ -131,6 +131,8 @@ class ChildWatch:
         self.timeout_at = timeout_at
         self.timed_out = False
         self.terminated = False
+        self.started = time.monotonic()
+        self.reported_at: float | None = None
         self.killed_reason: str | None = None
         self.status: int | None = None
 
@@ -144,6 +146,21 @@ class ChildWatch:
             if pid == self.pid:
                 self.status = status
         return self.status
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the child exits (SIGKILL it after ``timeout``); its wait status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.reap()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.kill(reason="did not exit")
+                deadline = None
+            time.sleep(0.001)
+        return status
+
+    def lingered(self, grace_period: float) -> bool:
+        """True when the child has outlived its report by more than the grace period."""
+        return time.monotonic() - self.started > grace_period + 60.0 if self.reported_at is None \
+            else time.monotonic() - self.reported_at > grace_period
 
     def terminate(self) -> None:
         """Send TERM once and start the grace period; a second call kills at once."""

@@ -41,7 +41,7 @@ from .exceptions import (
 )
 from .job import BadJob, Job, Reservation
 from .payload import dumps
-from .retry import RetryPolicy, next_attempt_at
+from .report import Report, apply_report, decide_failure
 from .task import task_option
 
 logger = logging.getLogger("jobqueue.worker")
@@ -95,26 +95,11 @@ def settle_failure(broker: Broker, worker_id: str, task: Task | None, reservatio
 
     Returns ``"retry"``, ``"failed"`` or ``"skipped"`` (already settled by someone else).
     """
-    now = datetime.now(UTC)
-    when = None
-    if task is not None:
-        policy = RetryPolicy.for_task(task, broker.task_defaults)
-        try:
-            when = next_attempt_at(policy, exc, task_result, reservation.attempts, now)
-        except Exception:  # a broken backoff callable must not lose the job
-            logger.exception("backoff for %s raised; failing the job", reservation.job.task_name)
-    job, queue = reservation.job, reservation.queue
-    if when is not None:
-        done = broker.retry_later(worker_id, job, queue, error_from(exc), when,
-                                  only_if_in_flight=only_if_in_flight)
-        if done:
-            logger.warning("Job %s (%s) attempt %d failed (%s); retry at %s", job.id,
-                           job.task_name, reservation.attempts, type(exc).__name__,
-                           when.isoformat())
-        return "retry" if done else "skipped"
-    outcome = Outcome(status="FAILED", finished_at=now, error=error_from(exc))
-    done = broker.finish(worker_id, job, queue, outcome, only_if_in_flight=only_if_in_flight)
-    return "failed" if done else "skipped"
+    report = decide_failure(task, reservation, exc, error_from(exc), broker.task_defaults,
+                            task_result)
+    done = apply_report(broker, worker_id, reservation, report,
+                        only_if_in_flight=only_if_in_flight)
+    return report.disposition if done else "skipped"
 
 
 class JobRunner:
@@ -158,11 +143,19 @@ class JobRunner:
         )
 
     def run(self, task: Task, reservation: Reservation) -> str:
-        """Run the job and record what happened; return the disposition.
+        """Run the job and record what happened (``--no-fork``); return the disposition.
 
-        ``"successful"``, ``"failed"`` or ``"retry"``. ``WorkerShutdown`` (TERM while
-        running) puts the job back on its queue and re-raises.
+        ``WorkerShutdown`` (TERM while running) puts the job back and is re-raised.
         """
+        report = self.execute(task, reservation)
+        self.retry(lambda: apply_report(self.broker, self.worker_id, reservation, report),
+                   "record job outcome")
+        if report.action == "requeue":
+            raise WorkerShutdown("worker is shutting down")
+        return report.disposition
+
+    def execute(self, task: Task, reservation: Reservation) -> Report:
+        """Run the job in this process and decide its fate, without touching the broker."""
         result = self.task_result(task, reservation)
         job = reservation.job
         started = time.perf_counter()
@@ -170,22 +163,17 @@ class JobRunner:
             close_old_connections()
         task_started.send_robust(self.backend_class, task_result=result)
         try:
-            disposition = self._call(task, result, reservation)
+            report = self._call(task, result, reservation)
         except WorkerShutdown as exc:
-            error = error_from(exc)
-            self.retry(lambda: self.broker.requeue(self.worker_id, job, reservation.queue, error),
-                       "requeue interrupted job")
-            logger.warning("Job %s (%s) interrupted by shutdown; put back on %r",
-                           result.id, job.task_name, reservation.queue)
-            raise
+            report = Report(action="requeue", error=error_from(exc))
         finally:
             if self.manage_connections:
                 close_old_connections()
-        logger.info("Job %s %s %s in %.1f ms", result.id, job.task_name, disposition,
+        logger.info("Job %s %s %s in %.1f ms", result.id, job.task_name, report.disposition,
                     (time.perf_counter() - started) * 1000)
-        return disposition
+        return report
 
-    def _call(self, task: Task, result: TaskResult, reservation: Reservation) -> str:
+    def _call(self, task: Task, result: TaskResult, reservation: Reservation) -> Report:
         job = reservation.job
         try:
             with _alarm(self.deadline if self.alarm else None):
@@ -204,20 +192,17 @@ class JobRunner:
         _set(result, status=TaskResultStatus.SUCCESSFUL, finished_at=outcome.finished_at,
              _return_value=value)
         task_finished.send_robust(self.backend_class, task_result=result)
-        self.retry(lambda: self.broker.finish(self.worker_id, job, reservation.queue, outcome),
-                   "record job outcome")
-        return "successful"
+        return Report(action="finish", outcome=outcome)
 
     def _failed(self, task: Task, result: TaskResult, reservation: Reservation,
-                exc: BaseException) -> str:
+                exc: BaseException) -> Report:
         # Called inside the ``except`` block, so Django's task_finished logger sees exc_info.
-        disposition = self.retry(lambda: settle_failure(
-            self.broker, self.worker_id, task, reservation, exc, task_result=result),
-            "record job failure")
-        if disposition == "failed":
+        report = decide_failure(task, reservation, exc, error_from(exc),
+                                self.broker.task_defaults, result)
+        if report.action == "finish":
             _set(result, status=TaskResultStatus.FAILED, finished_at=datetime.now(UTC))
             task_finished.send_robust(self.backend_class, task_result=result)
-        return disposition
+        return report
 
 
 class _alarm:

@@ -19,7 +19,6 @@ CONT    resume after USR2
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select
@@ -32,20 +31,20 @@ from . import __version__, registry
 from . import signals as hooks
 from .broker.base import Broker, WorkerInfo
 from .conf import get_config
-from .exceptions import BrokerUnavailable, DirtyExit, JobTimeout, WorkerShutdown
+from .exceptions import BrokerUnavailable, WorkerShutdown
+from .forking import ForkMixin
 from .job import BadJob, Reservation
 from .outage import Outage
 from .periodic import PeriodicRunner
 from .process import (
     ChildWatch,
     SignalQueue,
-    describe_status,
     resque_title,
     set_title,
     signal_name,
 )
 from .reaper import reap_dead_workers, reap_interval
-from .runner import JobRunner, error_from, preflight, settle_failure, timeout_of
+from .runner import JobRunner, preflight, timeout_of
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -56,7 +55,7 @@ EXIT_ACKED = 0
 EXIT_NOT_ACKED = 3
 
 
-class Worker:
+class Worker(ForkMixin):
     """One worker process serving a Resque queue list."""
 
     def __init__(
@@ -100,6 +99,7 @@ class Worker:
         self._next_heartbeat = 0.0
         self._next_promote = 0.0
         self._next_reap = 0.0
+        self._exiting: list[ChildWatch] = []  # children that reported and are exiting
         self.id = self._make_id()
 
     def _make_id(self) -> str:
@@ -141,6 +141,7 @@ class Worker:
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
 
     def _teardown(self) -> None:
+        self._reap_exiting(block=True)
         try:
             self.broker.unregister_worker(self.id)
         except BrokerUnavailable as exc:
@@ -176,6 +177,8 @@ class Worker:
         """Handle pending signals, heartbeat, then reserve and process at most one job."""
         self._handle_signals()
         self._maybe_heartbeat()
+        if self._exiting:
+            self._reap_exiting()
         if self.shutdown or self.paused:
             return False
         self._maybe_housekeeping()
@@ -232,107 +235,6 @@ class Worker:
             self.shutdown = True
         finally:
             self._in_job = False
-
-    # ------------------------------------------------------------------ fork mode
-    def _fork_and_wait(self, task: object, reservation: Reservation) -> None:
-        from django.db import connections
-
-        hooks.before_fork.send_robust(type(self), worker=self, job=reservation.job)
-        connections.close_all()  # never share a DB socket with the child
-        pid = os.fork()
-        if pid == 0:
-            self._child(task, reservation)
-        set_title(resque_title(f"Forked {pid} at {int(time.time())}"))
-        watch = ChildWatch(pid, self.grace_period, timeout_at=self.runner.deadline)
-        status = self._watch_child(watch)
-        self._after_child(watch, status, reservation, task)
-
-    def _child(self, task: object, reservation: Reservation) -> None:
-        code = EXIT_NOT_ACKED
-        try:
-            self._child_signals()
-            set_title(resque_title(f"Processing {reservation.queue} since "
-                                   f"{int(time.time())} [{reservation.job.task_name}]"))
-            hooks.after_fork.send_robust(type(self), worker=self, job=reservation.job)
-            # On WorkerShutdown the runner has already put the job back: that is an ack too.
-            with contextlib.suppress(WorkerShutdown):
-                self.runner.run(task, reservation)  # type: ignore[arg-type]
-            code = EXIT_ACKED
-        except BaseException:
-            logger.exception("Child for job %s crashed", reservation.job.id)
-        finally:
-            from django.db import connections
-
-            try:
-                connections.close_all()
-            finally:
-                logging.shutdown()
-                os._exit(code)
-
-    def _child_signals(self) -> None:
-        if self.signals is not None:
-            self.signals.restore()
-            self.signals = None
-        for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR2, signal.SIGCONT):
-            signal.signal(signum, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-
-        def raise_shutdown(signum: int, frame: object) -> None:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM is ignored
-            raise WorkerShutdown(f"worker received {signal_name(signum)}")
-
-        signal.signal(signal.SIGTERM, raise_shutdown)
-
-    def _watch_child(self, watch: ChildWatch) -> int:
-        assert self.signals is not None
-        poller = select.poll()
-        poller.register(self.signals.fd, select.POLLIN)
-        while True:
-            status = watch.reap()
-            if status is not None:
-                return status
-            timeout = min(watch.seconds_to_deadline(), self._seconds_to_heartbeat(), 1.0)
-            poller.poll(max(timeout, 0.0) * 1000)
-            for signum in self.signals.drain():
-                self._child_signal(watch, signum)
-            watch.enforce_deadline()
-            self._maybe_heartbeat()
-
-    def _child_signal(self, watch: ChildWatch, signum: int) -> None:
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            self.shutdown = True
-            watch.terminate()
-        elif signum == signal.SIGQUIT:
-            self.shutdown = True
-        elif signum == signal.SIGUSR1:
-            watch.kill(reason="USR1")
-        else:
-            self._pause_signal(signum)
-
-    def _after_child(self, watch: ChildWatch, status: int, reservation: Reservation,
-                     task: object) -> None:
-        code, signum = describe_status(status)
-        if code == EXIT_ACKED:
-            return
-        job = reservation.job
-        if watch.timed_out:
-            exc: Exception = JobTimeout(
-                f"{job.task_name} ran past its timeout; child killed after "
-                f"{self.grace_period:g}s grace")
-        elif watch.terminated and watch.killed_reason != "USR1":
-            error = error_from(WorkerShutdown(
-                f"worker shut down; child killed after {self.grace_period:g}s grace"))
-            self.outage.retry(lambda: self.broker.requeue(self.id, job, reservation.queue, error),
-                              "requeue interrupted job")
-            logger.warning("Job %s put back on %r after shutdown", job.id, reservation.queue)
-            return
-        else:
-            exc = DirtyExit(_dirty_message(code, signum, watch.killed_reason))
-        disposition = self.outage.retry(lambda: settle_failure(
-            self.broker, self.id, task, reservation, exc, only_if_in_flight=True),  # type: ignore[arg-type]
-            "record dirty exit")
-        logger.error("Job %s (%s): %s (%s)", job.id, job.task_name, exc, disposition)
 
     # ------------------------------------------------------------------ signals & waiting
     def _on_signal(self, signum: int) -> None:
@@ -392,12 +294,3 @@ class Worker:
         except BrokerUnavailable as exc:
             self.outage.failed(exc)
 
-
-def _dirty_message(code: int | None, signum: int | None, killed_reason: str | None) -> str:
-    if signum is not None:
-        message = f"Child process received unhandled signal {signal_name(signum)}"
-    else:
-        message = f"Child process exited with status {code} without reporting"
-    if killed_reason:
-        message += f" (killed by worker on {killed_reason})"
-    return message

@@ -45,6 +45,9 @@ def text(value: bytes | str | None) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
 
 
+SCRIPT_NAMES = ("reserve", "finish", "requeue", "retry", "promote", "push_priority")
+
+
 def _load_script(client: redis.Redis, name: str) -> Any:
     source = files("jobqueue.broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
     return client.register_script(source)
@@ -77,7 +80,9 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         self.pending_result_ttl = pending_result_ttl
         self.backend_alias = backend_alias
         self.task_defaults = dict(task_defaults or {})
-        self._scripts: dict[str, Any] = {}
+        # Read every script now, so a forked child never touches the disk for one.
+        self._scripts: dict[str, Any] = {name: _load_script(client, name)
+                                         for name in SCRIPT_NAMES}
         self._queue_cache: tuple[float, tuple[str, ...], list[str]] | None = None
         self._clock_offset = timedelta(0)
 
