@@ -45,7 +45,7 @@ def text(value: bytes | str | None) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
 
 
-SCRIPT_NAMES = ("reserve", "finish", "requeue", "retry", "promote", "push_priority")
+SCRIPT_NAMES = ("reserve", "finish", "requeue", "retry", "promote", "push")
 
 
 def _load_script(client: redis.Redis, name: str) -> Any:
@@ -101,31 +101,19 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
 
     # ------------------------------------------------------------------ producing
     def _push_commands(self, pipe: Any, job: Job, result: payload.ResultRecord | None) -> None:
-        data = payload.encode_job(job)
-        if job.priority:
-            k = self.keys
-            self._script("push_priority")(
-                keys=[k.priority_queue(job.queue), k.priority_sequence, k.queues,
-                      k.wake(job.queue)],
-                args=[data, job.priority, job.queue, ""], client=pipe)
-        else:
-            pipe.sadd(self.keys.queues, job.queue)
-            pipe.rpush(self.keys.queue(job.queue), data)
-            # A wake-up token for idle workers; only as many as could be waiting are kept.
-            pipe.rpush(self.keys.wake(job.queue), b"1")
-            pipe.ltrim(self.keys.wake(job.queue), -WAKE_TOKENS_KEPT, -1)
+        k = self.keys
+        args: list[Any] = [job.queue, payload.encode_job(job), job.priority, "",
+                           self.pending_result_ttl]
         if result is not None:
-            rkey = self.keys.result(result.id)
-            pipe.hset(rkey, mapping=payload.encode_result(result))
-            pipe.expire(rkey, self.pending_result_ttl)
+            for field, value in payload.encode_result(result).items():
+                args += (field, value)
+        self._scripts["push"](
+            keys=[k.queues, k.queue(job.queue), k.wake(job.queue), k.priority_queue(job.queue),
+                  k.priority_sequence, k.result(result.id if result else "-")],
+            args=args, client=pipe)
 
     def push(self, job: Job, result: payload.ResultRecord | None) -> None:
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            self._push_commands(pipe, job, result)
-            pipe.execute()
-
-        self._call(run)
+        self._call(lambda: self._push_commands(self.client, job, result))
 
     def push_many(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
         for start in range(0, len(items), 1000):
@@ -134,7 +122,7 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
 
     def push_many_chunk(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
         """Push up to a thousand jobs in one MULTI/EXEC round trip."""
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)  # each EVALSHA is atomic on its own
         for job, result in items:
             self._push_commands(pipe, job, result)
         pipe.execute()

@@ -8,7 +8,7 @@
 -- KEYS[3..2+n]     <ns>:queue:<q>              queues, highest priority first
 -- KEYS[3+n..2+2n]  <ns>:jobqueue:wake:<q>      wake-up tokens of the same queues
 -- KEYS[3+2n..2+3n] <ns>:jobqueue:priority:<q>  jobs with a non-zero priority (see
---                  push_priority.lua): positive ones run before the list, negative after
+--                  push.lua): positive ones run before the list, negative after
 -- ARGV[1]          n, the number of queues
 -- ARGV[2]          run_at, "YYYY-MM-DDTHH:MM:SSZ"
 -- ARGV[3]          now, ISO 8601 with microseconds (result times)
