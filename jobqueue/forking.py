@@ -68,8 +68,8 @@ class ForkMixin:
             os.close(read_fd)
         report = _parse(data)
         if report is not None:
-            self.outage.retry(lambda: apply_report(self.broker, self.id, reservation, report),
-                              "record job outcome")
+            self.outage.retry(lambda: apply_report(self.broker, self.id, reservation, report,
+                                                   defer=True), "record job outcome")
             self._exiting.append(watch)
             self._reap_exiting()
             return

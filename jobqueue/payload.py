@@ -83,6 +83,13 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
     text = str(value).strip()
+    if len(text) > 10 and text[10] == "T":  # ISO 8601, what jobqueue writes: the fast path
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     if m := _RUBY_TIME.match(text):
         y, mo, d, h, mi, s, frac, oh, om, abbr = m.groups()
         micro = int((frac or "0")[:6].ljust(6, "0"))

@@ -88,12 +88,16 @@ def decide_failure(task: Any, reservation: Reservation, exc: BaseException, erro
 
 
 def apply_report(broker: Broker, worker_id: str, reservation: Reservation, report: Report, *,
-                 only_if_in_flight: bool = False) -> bool:
-    """Record a report in the broker; ``False`` if the job had already been settled."""
+                 only_if_in_flight: bool = False, defer: bool = False) -> bool:
+    """Record a report in the broker; ``False`` if the job had already been settled.
+
+    ``defer`` lets a finished job's acknowledgement ride along with the worker's next
+    command (see ``Broker.finish``).
+    """
     job, queue = reservation.job, reservation.queue
     if report.action == "finish" and report.outcome is not None:
         return broker.finish(worker_id, job, queue, report.outcome,
-                             only_if_in_flight=only_if_in_flight)
+                             only_if_in_flight=only_if_in_flight, defer=defer)
     if report.action == "retry" and report.error is not None and report.run_at is not None:
         done = broker.retry_later(worker_id, job, queue, report.error, report.run_at,
                                   only_if_in_flight=only_if_in_flight)

@@ -115,6 +115,8 @@ class JobRunner:
         self.retry: Retry = retry or (lambda fn, what: fn())
         #: Monotonic deadline of the running job (set by the worker, shared with the child).
         self.deadline: float | None = None
+        #: Let acknowledgements ride along with the next reserve (one round trip per job).
+        self.defer_acks = False
         #: Close stale DB connections around each job (off in test helpers, whose test
         #: transaction must survive the job).
         self.manage_connections = True
@@ -148,8 +150,8 @@ class JobRunner:
         ``WorkerShutdown`` (TERM while running) puts the job back and is re-raised.
         """
         report = self.execute(task, reservation)
-        self.retry(lambda: apply_report(self.broker, self.worker_id, reservation, report),
-                   "record job outcome")
+        self.retry(lambda: apply_report(self.broker, self.worker_id, reservation, report,
+                                        defer=self.defer_acks), "record job outcome")
         if report.action == "requeue":
             raise WorkerShutdown("worker is shutting down")
         return report.disposition

@@ -127,6 +127,7 @@ class Worker(ForkMixin):
         self.periodic = PeriodicRunner(self.broker, schedule) if schedule else None
         self.runner = JobRunner(self.broker, self.backend_class, self.id, retry=self.outage.retry)
         self.runner.manage_connections = self.manage_db_connections
+        self.runner.defer_acks = True
         self.outage.retry(self._register, "register worker")
         hooks.worker_started.send_robust(type(self), worker=self)
         logger.info("Worker %s started (%s, queues %s)", self.id,

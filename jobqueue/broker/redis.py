@@ -85,13 +85,51 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
                                          for name in SCRIPT_NAMES}
         self._queue_cache: tuple[float, tuple[str, ...], list[str]] | None = None
         self._clock_offset = timedelta(0)
+        # Acknowledgements held back to ride along with the next command (see finish()).
+        self._deferred: list[tuple[list[Any], list[Any]]] = []
 
     # ------------------------------------------------------------------ plumbing
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], T], *, flush: bool = True) -> T:
         try:
+            if flush and self._deferred:
+                self._flush_acks()
             return fn()
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
+
+    def _pipeline_scripts(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
+        """Run several scripts in one round trip with plain EVALSHA.
+
+        (redis-py's own script pipelining sends SCRIPT EXISTS first: a second round trip.)
+        Every script here is safe to run again, so after a NOSCRIPT reply (Redis restarted
+        and lost its script cache) the scripts are loaded and the batch is sent once more.
+        """
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in self._scripts.values():
+                    self.client.script_load(script.script)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _flush_acks(self) -> None:
+        """Send acknowledgements held back by ``finish(defer=True)``."""
+        self._pipeline_scripts([("finish", keys, args) for keys, args in self._deferred])
+        self._deferred.clear()
+
+    def _reserve_with_acks(self, keys: list[Any], args: list[Any]) -> Any:
+        """Run reserve.lua, after any held-back acknowledgements, in one round trip."""
+        if not self._deferred:
+            return self._scripts["reserve"](keys=keys, args=args)
+        calls = [("finish", k, a) for k, a in self._deferred] + [("reserve", keys, args)]
+        replies = self._pipeline_scripts(calls)
+        self._deferred.clear()
+        return replies[-1]
 
     def _script(self, name: str) -> Any:
         script = self._scripts.get(name)
@@ -100,17 +138,21 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         return script
 
     # ------------------------------------------------------------------ producing
-    def _push_commands(self, pipe: Any, job: Job, result: payload.ResultRecord | None) -> None:
+    def _push_call(self, job: Job, result: payload.ResultRecord | None
+                   ) -> tuple[list[Any], list[Any]]:
         k = self.keys
         args: list[Any] = [job.queue, payload.encode_job(job), job.priority, "",
                            self.pending_result_ttl]
         if result is not None:
             for field, value in payload.encode_result(result).items():
                 args += (field, value)
-        self._scripts["push"](
-            keys=[k.queues, k.queue(job.queue), k.wake(job.queue), k.priority_queue(job.queue),
-                  k.priority_sequence, k.result(result.id if result else "-")],
-            args=args, client=pipe)
+        keys = [k.queues, k.queue(job.queue), k.wake(job.queue), k.priority_queue(job.queue),
+                k.priority_sequence, k.result(result.id if result else "-")]
+        return keys, args
+
+    def _push_commands(self, pipe: Any, job: Job, result: payload.ResultRecord | None) -> None:
+        keys, args = self._push_call(job, result)
+        self._scripts["push"](keys=keys, args=args, client=pipe)
 
     def push(self, job: Job, result: payload.ResultRecord | None) -> None:
         self._call(lambda: self._push_commands(self.client, job, result))
@@ -122,10 +164,8 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
 
     def push_many_chunk(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
         """Push up to a thousand jobs in one MULTI/EXEC round trip."""
-        pipe = self.client.pipeline(transaction=False)  # each EVALSHA is atomic on its own
-        for job, result in items:
-            self._push_commands(pipe, job, result)
-        pipe.execute()
+        # Each EVALSHA is atomic on its own; a NOSCRIPT retry re-sends none that ran.
+        self._pipeline_scripts([("push", *self._push_call(job, result)) for job, result in items])
 
     def get_result(self, result_id: str) -> payload.ResultRecord | None:
         raw = self._call(lambda: self.client.hgetall(self.keys.result(result_id)))
@@ -159,11 +199,17 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         keys += [self.keys.priority_queue(q) for q in queues]
         args = [len(queues), payload.format_run_at(now), payload.format_iso(now), worker_id,
                 self.keys.result("")] + [payload.dumps(q) for q in queues]
-        reply = self._call(lambda: self._script("reserve")(keys=keys, args=args))
+        reply = self._call(lambda: self._reserve_with_acks(keys, args), flush=False)
         if not reply or reply[0] == 0:
             return None
-        queue = queues[int(reply[0]) - 1]
-        raw = text(reply[1])
+        if int(reply[0]) == -1:  # re-delivery of a job this worker already holds
+            queue = text(reply[2])
+            raw = text(reply[1])
+            if raw.startswith('"'):  # an undecodable entry is held as a JSON string
+                raw = json.loads(raw)
+        else:
+            queue = queues[int(reply[0]) - 1]
+            raw = text(reply[1])
         try:
             job = payload.decode_job(raw, queue)
         except payload.PayloadError as exc:
@@ -211,7 +257,13 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         outcome: Outcome,
         *,
         only_if_in_flight: bool = False,
+        defer: bool = False,
     ) -> bool:
+        """See ``Broker.finish``. With ``defer`` the acknowledgement is held back and sent
+        in the same round trip as this worker's next command (normally the next reserve);
+        it is made conditional on the in-flight record, so sending it twice is harmless and
+        a worker that dies before sending it leaves the job to the reaper (at-least-once).
+        """
         k = self.keys
         minute = int(outcome.finished_at.timestamp()) // 60
         result_id = job.id if isinstance(job, Job) and job.id else "-"
@@ -230,8 +282,11 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         raw = job.raw if isinstance(job, BadJob) else job.raw or ""
         marker = raw if isinstance(job, Job) else ""
         args = [outcome.status, payload.format_iso(outcome.finished_at), value, error,
-                self.result_ttl, failure, HISTORY_TTL, "1" if only_if_in_flight else "0",
-                raw_bytes(marker)]
+                self.result_ttl, failure, HISTORY_TTL,
+                "1" if only_if_in_flight or defer else "0", raw_bytes(marker)]
+        if defer:
+            self._deferred.append((keys, args))
+            return True
         done = self._call(lambda: self._script("finish")(keys=keys, args=args))
         return bool(done)
 

@@ -17,8 +17,18 @@
 -- ARGV[6..5+n]     each queue name JSON-encoded, parallel to the queue keys
 --
 -- Returns: false when nothing is queued; {0} when paused;
---          {index, payload, started_at, worker_ids_json} for a job.
+--          {index, payload, started_at, worker_ids_json} for a job;
+--          {-1, payload, queue} when this worker already holds a job (a reply that was lost
+--          to a dropped connection): that job is delivered again, never overwritten.
 local n = tonumber(ARGV[1])
+local held = redis.call('GET', KEYS[1])
+if held then
+  local at = string.find(held, '"payload":', 1, true)
+  local record = cjson.decode(held)
+  if at and type(record) == 'table' then
+    return {-1, string.sub(held, at + 10, -2), tostring(record['queue'])}
+  end
+end
 if redis.call('GET', KEYS[2]) == 'true' then
   return {0}
 end
