@@ -22,6 +22,8 @@ class Outage:
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.since: float | None = None
+        #: ``(ended, lasted)`` of the last outage, in monotonic seconds.
+        self.last_outage: tuple[float, float] | None = None
         self._attempts = 0
 
     def failed(self, exc: Exception) -> None:
@@ -31,10 +33,18 @@ class Outage:
             self.logger.error("Redis unavailable, retrying with backoff: %s", exc)
         self._attempts += 1
 
-    def recovered(self) -> None:
-        """Note a successful call; log the end of an outage."""
+    def recovered(self, attempted_at: float | None = None) -> None:
+        """Note a successful call; log the end of an outage.
+
+        ``attempted_at`` (monotonic) is when the call that went through was made: a success
+        from before the outage began (a job reserved before Redis went away) does not end it.
+        """
+        if attempted_at is not None and self.since is not None and attempted_at < self.since:
+            return
         if self.since is not None:
-            self.logger.warning("Redis is back after %.1f s", time.monotonic() - self.since)
+            now = time.monotonic()
+            self.logger.warning("Redis is back after %.1f s", now - self.since)
+            self.last_outage = (now, now - self.since)
         self.since = None
         self._attempts = 0
 
@@ -44,14 +54,21 @@ class Outage:
         return base * random.uniform(0.5, 1.0)
 
     def retry(self, fn: Callable[[], T], what: str) -> T:
-        """Call ``fn`` until Redis answers; ``what`` names the step for the log."""
+        """Call ``fn`` until Redis answers; ``what`` names the step for the log.
+
+        Only a call that failed here and then went through ends the outage: ``fn`` may
+        succeed without reaching Redis at all (an acknowledgement held back for later).
+        """
+        failed_here = False
         while True:
             try:
                 value = fn()
             except BrokerUnavailable as exc:
+                failed_here = True
                 self.failed(exc)
                 self.logger.debug("Retrying %s", what)
                 time.sleep(self.delay())
                 continue
-            self.recovered()
+            if failed_here:
+                self.recovered()
             return value

@@ -23,9 +23,21 @@ class PayloadError(ValueError):
     """A queue entry or record that is not what Resque's format says it must be."""
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def dumps(obj: Any) -> str:
-    """Serialise like Ruby's json gem: compact, UTF-8, no NaN."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Serialise like Ruby's json gem: compact, UTF-8, no NaN.
+
+    Lone surrogates (undecodable bytes kept by ``surrogateescape``, or a task's own bad
+    strings) cannot be written as UTF-8 nor read by Lua's cjson even as ``\\u`` escapes:
+    each becomes U+FFFD, so every record stays valid JSON for every Resque client.
+    """
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if _LONE_SURROGATE.search(text):
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+    return text
 
 
 # --------------------------------------------------------------------------- times
@@ -163,12 +175,18 @@ def decode_job(raw: str | bytes, queue: str) -> Job:
     ``id``, ``kwargs``, ``enqueued_at``. Unknown fields are kept in ``extra``.
     """
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if _LONE_SURROGATE.search(text):  # bytes that were not UTF-8, kept by surrogateescape
+        raise PayloadError("payload is not valid UTF-8 text")
     try:
         body = json.loads(text)
     except ValueError as exc:
         raise PayloadError(f"payload is not valid JSON ({exc}): {_clip(text)}") from None
     if not isinstance(body, dict):
         raise PayloadError(f"payload must be a JSON object, got {type(body).__name__}")
+    if _SURROGATE_ESCAPE.search(text) and _LONE_SURROGATE.search(
+            json.dumps(body, ensure_ascii=False)):
+        raise PayloadError("payload escapes a lone UTF-16 surrogate (\\uD800-\\uDFFF), "
+                           "which is not Unicode text")
     name = body.get("class")
     if not isinstance(name, str) or not name:
         raise PayloadError("payload has no \"class\" string naming the job")

@@ -36,24 +36,31 @@ def reap_dead_workers(broker: Broker, reaper_id: str, *, interval: float = MIN_R
     """
     if not broker.acquire_reaper_lock(reaper_id, max(int(interval), 1)):
         return []
-    now = now or datetime.now(UTC)
+    if now is None:  # heartbeats are stamped with Redis's clock: compare with the same
+        clock = getattr(broker, "now", None)
+        now = clock() if callable(clock) else datetime.now(UTC)
     reaped = []
     for worker_id in broker.stale_workers(now):
         if worker_id == reaper_id:
             continue
-        _settle_in_flight(broker, worker_id)
+        settle_in_flight(broker, worker_id)
         broker.unregister_worker(worker_id)
         reaped.append(worker_id)
         logger.warning("Reaped dead worker %s (no heartbeat)", worker_id)
     return reaped
 
 
-def _settle_in_flight(broker: Broker, worker_id: str) -> None:
+def settle_in_flight(broker: Broker, worker_id: str, error: Exception | None = None) -> None:
+    """Settle the job ``worker_id`` still holds, if any, per its task's retry policy.
+
+    ``error`` (default: ``WorkerLost``, the worker stopped heart-beating) is what the
+    attempt's result and failure record show.
+    """
     held = broker.in_flight(worker_id)
     if held is None:
         return
     queue, raw = held
-    lost = WorkerLost(f"Worker {worker_id} stopped heart-beating while running this job")
+    lost = error or WorkerLost(f"Worker {worker_id} stopped heart-beating while running this job")
     try:
         job = payload.decode_job(raw, queue)
     except payload.PayloadError as exc:

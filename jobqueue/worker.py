@@ -31,7 +31,7 @@ from . import __version__, registry
 from . import signals as hooks
 from .broker.base import Broker, WorkerInfo
 from .conf import get_config
-from .exceptions import BrokerUnavailable, WorkerShutdown
+from .exceptions import BrokerUnavailable, DirtyExit, WorkerShutdown
 from .forking import ForkMixin
 from .job import BadJob, Reservation
 from .outage import Outage
@@ -43,7 +43,7 @@ from .process import (
     set_title,
     signal_name,
 )
-from .reaper import reap_dead_workers, reap_interval
+from .reaper import reap_dead_workers, reap_interval, settle_in_flight
 from .runner import JobRunner, preflight, timeout_of
 
 logger = logging.getLogger("jobqueue.worker")
@@ -144,8 +144,12 @@ class Worker(ForkMixin):
     def _teardown(self) -> None:
         self._reap_exiting(block=True)
         try:
+            # Normally nothing is held here; after a crash in this loop the reserved job would
+            # vanish with our records, so settle it first (Resque fails it as a DirtyExit).
+            settle_in_flight(self.broker, self.id, DirtyExit(
+                f"Worker {self.id} stopped while holding this job"))
             self.broker.unregister_worker(self.id)
-        except BrokerUnavailable as exc:
+        except BrokerUnavailable as exc:  # records stay; a reaper settles them later
             logger.warning("Could not unregister %s: %s", self.id, exc)
         hooks.worker_stopped.send_robust(type(self), worker=self)
         if self.signals is not None:
@@ -159,19 +163,24 @@ class Worker(ForkMixin):
                 logger.warning("Worker %s stopping: stop condition met", self.id)
                 self.shutdown = True
                 break
+            began = time.monotonic()
             try:
                 did_work = self.work_once()
             except BrokerUnavailable as exc:
                 self.outage.failed(exc)
                 self._sleep(self.outage.delay())
                 continue
-            self.outage.recovered()
+            self.outage.recovered(began)
             if self.max_jobs is not None and self.processed >= self.max_jobs:
                 break
             if not did_work:
                 if self.burst and not self.paused:
                     break
-                self._idle()
+                try:
+                    self._idle()
+                except BrokerUnavailable as exc:  # Redis went away while we waited
+                    self.outage.failed(exc)
+                    self._sleep(self.outage.delay())
 
     # ------------------------------------------------------------------ one step
     def work_once(self) -> bool:
@@ -202,10 +211,21 @@ class Worker(ForkMixin):
             if next_due is not None:
                 wait = min(wait, max(next_due - time.time(), 0.0))
             self._next_promote = clock + wait
-        if clock >= self._next_reap:
+        if clock >= self._next_reap and not self._reaping_held(clock):
             interval = reap_interval(self.heartbeat_interval)
             self._next_reap = clock + interval
             reap_dead_workers(self.broker, self.id, interval=interval)
+
+    def _reaping_held(self, clock: float) -> bool:
+        """Hold off reaping just after an outage: every heartbeat went stale while Redis was
+        away, and live workers still in their reconnect backoff must get to beat again."""
+        if self.outage.since is not None:  # Redis answers again, but the outage is not over
+            return True
+        if self.outage.last_outage is None:
+            return False
+        ended, lasted = self.outage.last_outage
+        backoff = min(lasted, self.outage.max_delay)  # longest sleep another worker is in
+        return clock - ended < backoff + 2 * self.heartbeat_interval + 1.0
 
     def process(self, reservation: Reservation | BadJob) -> None:
         """Run one reserved job: fail it at once if it cannot run, else fork or run inline."""

@@ -202,7 +202,8 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         reply = self._call(lambda: self._reserve_with_acks(keys, args), flush=False)
         if not reply or reply[0] == 0:
             return None
-        if int(reply[0]) == -1:  # re-delivery of a job this worker already holds
+        redelivered = int(reply[0]) == -1  # a job this worker already holds
+        if redelivered:
             queue = text(reply[2])
             raw = text(reply[1])
             if raw.startswith('"'):  # an undecodable entry is held as a JSON string
@@ -214,8 +215,13 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
             job = payload.decode_job(raw, queue)
         except payload.PayloadError as exc:
             return BadJob(raw=raw, queue=queue, error=str(exc), run_at=now, worker_id=worker_id)
-        started = payload.parse_time(text(reply[2])) if reply[2] else None
-        worker_ids = tuple(json.loads(text(reply[3]))) if reply[3] else ()
+        if redelivered:  # rare: read what the lost reply carried from the result record
+            record = self.get_result(job.id) if job.id else None
+            started = record.started_at if record else None
+            worker_ids = tuple(record.worker_ids) if record else ()
+        else:
+            started = payload.parse_time(text(reply[2])) if reply[2] else None
+            worker_ids = tuple(json.loads(text(reply[3]))) if reply[3] else ()
         return Reservation(job=job, queue=queue, run_at=now, worker_id=worker_id,
                            started_at=started or now, worker_ids=worker_ids)
 

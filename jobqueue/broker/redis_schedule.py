@@ -35,6 +35,7 @@ class RedisScheduleMixin(Broker):
     keys: Keys
     namespace: str
     pending_result_ttl: int
+    _queue_cache: Any
 
     def _call(self, fn: Any) -> Any:  # pragma: no cover - provided by RedisBroker
         raise NotImplementedError
@@ -75,6 +76,8 @@ class RedisScheduleMixin(Broker):
                 keys=[self.keys.delayed_schedule],
                 args=[f"{self.namespace}:", PROMOTE_BATCH, head, tail,
                       "" if until is None else int(until)]))
+            if int(moved):  # may have created a queue: let '*' see it on this very reserve
+                self._queue_cache = None
             if int(moved) < PROMOTE_BATCH:
                 return None if int(next_due) < 0 else float(next_due)
 

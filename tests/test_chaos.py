@@ -1,0 +1,54 @@
+"""The chaos test, small enough for CI: no job is lost whatever gets ``kill -9``-ed.
+
+A real ``manage.py pool`` of 4 workers works 300 jobs against a private Redis with AOF, while
+8 random SIGKILLs hit job children, workers and the master (a new master is started after each
+master kill) and Redis restarts once. Every job id must be recorded at least once; duplicates
+are reported. The full version (5,000 jobs, 50 kills, 2 restarts) is ``benchmarks/chaos.py``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.chaos import ChaosConfig, enqueue_chaos_jobs, run
+from jobqueue.connection import reset_clients
+from jobqueue.redis_server import RedisServer, find_redis_server
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_redis_server() is None, reason="needs redis-server"),
+]
+
+
+@pytest.mark.timeout(240)
+def test_no_job_is_lost_under_kill_9_and_a_redis_restart(settings: Any, tmp_path: Path,
+                                                        capsys: Any) -> None:
+    server = RedisServer(appendonly=True, data_dir=tmp_path / "redis")
+    server.start()
+    namespace = f"jqc{uuid.uuid4().hex[:10]}"
+    settings.TASKS = {"default": {
+        "BACKEND": "jobqueue.backends.redis.RedisBackend", "QUEUES": [],
+        "OPTIONS": {"URL": server.url, "NAMESPACE": namespace}}}
+    config = ChaosConfig(jobs=300, kills=8, restarts=1, workers=4, job_seconds=0.1,
+                         kill_interval=(0.5, 1.2), drain_timeout=120)
+    lines: list[str] = []
+    try:
+        report = run(config, server, namespace, enqueue_chaos_jobs, tmp_path, lines.append)
+    finally:
+        server.stop()
+        reset_clients()
+    with capsys.disabled():
+        print("\n" + "\n".join(lines) + "\n" + report.table())
+
+    assert report.missing == [], f"lost {report.missing[:20]}\n{report.log[-4000:]}"
+    assert report.recorded == config.jobs
+    assert sum(report.kills.values()) == config.kills
+    assert set(report.kills) == {"child", "worker", "master"}
+    assert report.restarts == 1
+    assert report.failed_records == 0, report.log[-4000:]
+    assert report.left_over.get("queue", 0) == 0 and report.left_over.get("delayed buckets", 0) == 0
+    assert report.left_over.get("results not SUCCESSFUL", 0) == 0, report.left_over

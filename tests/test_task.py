@@ -1,0 +1,158 @@
+"""``JobqueueTask`` and per-task options: ``max_attempts``, ``backoff``, ``timeout``.
+
+Three ways to set them, most specific first: ``@task(...)`` keyword arguments (Django 6.1+ and
+the 5.2 backport forward them), ``@job_options(...)`` under ``@task()`` (every version), and the
+backend's ``OPTIONS`` defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from jobqueue.backends.options import parse_options
+from jobqueue.broker import get_broker
+from jobqueue.compat import TASK_FORWARDS_KWARGS, InvalidTask, task
+from jobqueue.exceptions import ConfigurationError
+from jobqueue.retry import RetryPolicy
+from jobqueue.runner import timeout_of
+from jobqueue.task import OPTIONS_ATTRIBUTE, JobqueueTask, job_options, task_option
+from tests.testapp import tasks
+
+forwarding = pytest.mark.skipif(not TASK_FORWARDS_KWARGS,
+                                reason="this Django does not forward @task() keyword arguments")
+
+
+@task()
+@job_options(max_attempts=4, backoff=timedelta(seconds=30), timeout=12.5)
+def with_options() -> None:
+    """A task whose options come from ``@job_options``."""
+
+
+def _five(exc: BaseException, result: Any) -> float:
+    return 5
+
+
+@task()
+@job_options(backoff=_five)
+def with_callable_backoff() -> None:
+    """A task whose backoff is a callable."""
+
+
+if TASK_FORWARDS_KWARGS:
+
+    @task(max_attempts=2, timeout=3)
+    @job_options(max_attempts=9, backoff=7, timeout=99)
+    def both_ways() -> None:
+        """Fields set by ``@task`` win over ``@job_options``; the rest fall through."""
+
+
+def test_tasks_of_a_jobqueue_backend_are_jobqueue_tasks():
+    assert isinstance(tasks.add, JobqueueTask)
+    assert (tasks.add.max_attempts, tasks.add.backoff, tasks.add.timeout) == (None, None, None)
+
+
+def test_task_without_options_uses_the_default():
+    assert task_option(tasks.add, "max_attempts", 1) == 1
+    assert task_option(tasks.add, "backoff") is None
+    assert task_option(tasks.add, "timeout", 60) == 60
+
+
+def test_job_options_are_read_from_the_function():
+    assert getattr(with_options.func, OPTIONS_ATTRIBUTE) == {
+        "max_attempts": 4, "backoff": timedelta(seconds=30), "timeout": 12.5}
+    assert task_option(with_options, "max_attempts", 1) == 4
+    assert task_option(with_options, "backoff") == timedelta(seconds=30)
+    assert task_option(with_options, "timeout") == 12.5
+    assert task_option(with_callable_backoff, "backoff") is _five
+
+
+def test_job_options_leave_unset_options_out():
+    assert getattr(with_callable_backoff.func, OPTIONS_ATTRIBUTE) == {"backoff": _five}
+
+
+def test_options_survive_using():
+    moved = with_options.using(queue_name="elsewhere", priority=5)
+    assert task_option(moved, "max_attempts") == 4 and task_option(moved, "timeout") == 12.5
+
+
+@forwarding
+def test_task_keyword_arguments_are_forwarded_and_win_over_job_options():
+    assert isinstance(both_ways, JobqueueTask)
+    assert (both_ways.max_attempts, both_ways.timeout) == (2, 3)
+    assert task_option(both_ways, "max_attempts") == 2
+    assert task_option(both_ways, "timeout") == 3
+    assert task_option(both_ways, "backoff") == 7  # not set on @task: from @job_options
+    assert task_option(tasks.flaky_forwarded, "max_attempts") == 3
+    assert task_option(both_ways.using(priority=1), "max_attempts") == 2
+
+
+@forwarding
+@pytest.mark.parametrize("options", [{"max_attempts": 0}, {"timeout": -1}, {"backoff": "x"}])
+def test_bad_forwarded_options_are_rejected_when_the_task_is_defined(options):
+    with pytest.raises(InvalidTask, match=r"tests\.test_task\.with_options: \w+ must be"):
+        task(**options)(with_options.func)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_attempts": 0}, "max_attempts must be a whole number >= 1, got 0"),
+    ({"max_attempts": True}, "max_attempts must be a whole number >= 1, got True"),
+    ({"max_attempts": 2.5}, "max_attempts must be a whole number >= 1, got 2.5"),
+    ({"max_attempts": "3"}, "max_attempts must be a whole number >= 1, got '3'"),
+    ({"backoff": -1}, "backoff must be seconds >= 0, a timedelta or a callable"),
+    ({"backoff": timedelta(seconds=-1)}, "backoff must be seconds >= 0"),
+    ({"backoff": "10"}, "backoff must be seconds >= 0"),
+    ({"backoff": False}, "backoff must be seconds >= 0"),
+    ({"timeout": 0}, "timeout must be a number of seconds > 0, got 0"),
+    ({"timeout": -2.0}, "timeout must be a number of seconds > 0"),
+    ({"timeout": True}, "timeout must be a number of seconds > 0"),
+])
+def test_job_options_reject_bad_values_at_once(options, message):
+    with pytest.raises(InvalidTask, match=re.escape(message)):
+        job_options(**options)
+
+
+def test_job_options_accept_the_documented_forms():
+    for backoff in (0, 2.5, timedelta(minutes=1), _five):
+        job_options(max_attempts=1, backoff=backoff, timeout=0.1)
+
+
+def _backend(settings: Any, **options: Any) -> None:
+    settings.TASKS = {"default": {
+        "BACKEND": "jobqueue.backends.redis.RedisBackend", "QUEUES": [],
+        "OPTIONS": {"URL": "redis://127.0.0.1:1/0", "NAMESPACE": "jqt-options", **options}}}
+
+
+def test_backend_options_are_the_defaults_of_tasks_that_set_none(settings):
+    _backend(settings, MAX_ATTEMPTS=4, BACKOFF=1.5, TIMEOUT=9)
+    broker = get_broker()
+    assert broker.task_defaults == {"max_attempts": 4, "backoff": 1.5, "timeout": 9}
+    assert RetryPolicy.for_task(tasks.add, broker.task_defaults) == RetryPolicy(4, 1.5)
+    assert timeout_of(tasks.add, broker) == 9.0
+    # A task's own options win over the backend's.
+    assert RetryPolicy.for_task(with_options, broker.task_defaults) == RetryPolicy(
+        4, timedelta(seconds=30))
+    assert timeout_of(with_options, broker) == 12.5
+    assert RetryPolicy.for_task(tasks.flaky, broker.task_defaults) == RetryPolicy(3, 0)
+
+
+def test_without_any_option_a_job_gets_one_attempt_and_no_timeout(settings):
+    _backend(settings)
+    broker = get_broker()
+    assert RetryPolicy.for_task(tasks.add, broker.task_defaults) == RetryPolicy(1, None)
+    assert timeout_of(tasks.add, broker) is None
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"MAX_ATTEMPTS": 0}, "max_attempts must be a whole number >= 1"),
+    ({"BACKOFF": -3}, "backoff must be seconds >= 0"),
+    ({"TIMEOUT": "soon"}, "timeout must be a number of seconds > 0"),
+])
+def test_bad_backend_defaults_are_configuration_errors(settings, options, message):
+    assert message in (parse_options("default", {"NAMESPACE": "x", **options}).error or "")
+    _backend(settings, **options)
+    with pytest.raises(ConfigurationError, match=message):
+        get_broker()
