@@ -6,6 +6,9 @@ E003    a ``RESQUE_CLASSES`` entry does not point at a registered task
 E004    a ``TASK_MODULES`` / ``RESQUE_CLASSES`` module cannot be imported
 E005    a ``SCHEDULE`` entry names something that is not a registered task
 E006    a ``SCHEDULE`` entry names a queue its backend's ``QUEUES`` does not allow
+E010    ``POOL`` invalid (an entry's queue list, count or options; the message names it)
+E011    a ``SETUP`` entry cannot be imported or is not callable
+E012    a ``POOL`` entry names a ``backend`` that is not a jobqueue backend in ``TASKS``
 W001    (deploy) Redis of a jobqueue backend is unreachable
 W002    (deploy) Redis of a jobqueue backend has no persistence (RDB or AOF)
 ======  ===========================================================================
@@ -84,6 +87,44 @@ def _check_schedule(entries: Any) -> list[checks.CheckMessage]:
             errors.append(checks.Error(
                 f"{where} uses queue {queue!r}, which TASKS[{task.backend!r}]['QUEUES'] does "
                 f"not allow ({', '.join(sorted(allowed))})", id="jobqueue.E006"))
+    return errors
+
+
+@checks.register("jobqueue")
+def check_pool(app_configs: Any = None, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+    """Validate ``JOBQUEUE["POOL"]`` (``manage.py pool``) and ``JOBQUEUE["SETUP"]`` hooks."""
+    from .broker import get_broker
+    from .conf import get_config
+    from .pool_config import parse_pool
+    from .prewarm import resolve_hook
+
+    try:
+        config = get_config()
+    except ConfigurationError:
+        return []  # reported as E002 by check_settings
+    errors: list[checks.CheckMessage] = []
+    try:
+        pool = parse_pool(config.pool)
+    except ConfigurationError as exc:
+        errors.append(checks.Error(
+            str(exc), id="jobqueue.E010",
+            hint="Map queue lists to worker counts, e.g. {'critical': 2, 'default,mail': 3}, "
+                 "or to options: {'count': 2, 'fork': False, 'interval': 0.5}"))
+        pool = None
+    for spec in pool.specs if pool is not None else ():
+        try:
+            get_broker(spec.backend)
+        except Exception as exc:
+            errors.append(checks.Error(
+                f"JOBQUEUE['POOL'][{spec.key!r}] uses backend {spec.backend!r}: {exc}",
+                id="jobqueue.E012"))
+    for path in config.setup:
+        try:
+            resolve_hook(path)
+        except ConfigurationError as exc:
+            errors.append(checks.Error(str(exc), id="jobqueue.E011",
+                                       hint="A SETUP entry is the dotted path of a callable "
+                                            "taking no arguments"))
     return errors
 
 

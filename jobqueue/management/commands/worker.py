@@ -13,6 +13,7 @@ from ...broker import get_broker
 from ...compat import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from ...conf import get_config
 from ...exceptions import ConfigurationError
+from ...prewarm import run_setup_hooks
 from ...worker import Worker
 
 LEVELS = {0: logging.ERROR, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -49,6 +50,7 @@ class Command(BaseCommand):
         try:
             get_config()
             broker = get_broker(options["backend"])
+            run_setup_hooks()  # JOBQUEUE["SETUP"], once, before the first fork
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
         worker = Worker(
