@@ -115,8 +115,13 @@ class Broker(ABC):
         outcome: Outcome,
         *,
         only_if_in_flight: bool = False,
+        defer: bool = False,
     ) -> bool:
         """Acknowledge a job and record its outcome (and failure record); one atomic step.
+
+        ``defer`` lets a broker hold the acknowledgement back and send it with this
+        worker's next command (it must stay idempotent and conditional on the in-flight
+        record); brokers without such batching simply record at once.
 
         With ``only_if_in_flight`` nothing happens unless the worker's in-flight record still
         holds this job; returns whether anything was recorded.
@@ -220,3 +225,188 @@ class Broker(ABC):
     @abstractmethod
     def stats(self) -> dict[str, int]:
         """Counters: processed, failed, pending, queues, workers, working."""
+
+    # ---------------------------------------------------------------- monitoring (admin, CLI)
+    # Every read is bounded (a page, a capped scan); every action is one atomic step that
+    # addresses its target by content (exact bytes, or a ``FailedEntry.ref``), never by a
+    # list position alone.
+    @abstractmethod
+    def queue_size(self, queue: str) -> int:
+        """Number of jobs waiting on one queue (prioritised ones included)."""
+
+    @abstractmethod
+    def throughput(self, minutes: int, now: datetime | None = None) -> Throughput:
+        """Jobs processed and failed in each of the last ``minutes`` UTC minutes."""
+
+    @abstractmethod
+    def worker(self, worker_id: str) -> WorkerInfo | None:
+        """One registered worker, or ``None`` when it is not registered."""
+
+    @abstractmethod
+    def failed_page(self, start: int, count: int) -> list[FailedEntry]:
+        """Failure records newest first, skipping the ``start`` newest."""
+
+    @abstractmethod
+    def failed_scan(
+        self,
+        where: FailedFilter,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 20,
+        max_scanned: int = 100_000,
+    ) -> FailedScan:
+        """Up to ``limit`` records matching ``where``, newest first, examining at most
+        ``max_scanned`` records: older than index ``before`` (default: from the newest), or
+        the ``limit`` matches just newer than index ``after``."""
+
+    @abstractmethod
+    def failed_count_matching(self, where: FailedFilter,
+                              max_scanned: int = 1_000_000) -> tuple[int, bool]:
+        """``(matches, complete)``: how many records match, and whether every one was seen."""
+
+    @abstractmethod
+    def failed_entry(self, ref: str) -> FailedEntry | None:
+        """The record a ``FailedEntry.ref`` addresses, wherever it is now, or ``None``."""
+
+    @abstractmethod
+    def retry_failed(self, refs: Sequence[str]) -> int:
+        """Requeue each addressed job and remove its record, atomically per record.
+
+        The job keeps its payload (id, kwargs, priority...) and its result goes back to
+        READY. Records already gone are skipped. Returns the number retried.
+        """
+
+    @abstractmethod
+    def remove_failed(self, refs: Sequence[str]) -> int:
+        """Remove the addressed records; returns how many were still there."""
+
+    @abstractmethod
+    def retry_failed_matching(self, where: FailedFilter) -> int:
+        """Retry every record matching ``where`` (as ``retry_failed``); returns the number."""
+
+    @abstractmethod
+    def remove_failed_matching(self, where: FailedFilter) -> int:
+        """Remove every record matching ``where``; returns the number removed."""
+
+    @abstractmethod
+    def clear_failed(self) -> int:
+        """Remove every failure record; returns how many there were."""
+
+    @abstractmethod
+    def delete_queued(self, queue: str, raw: str) -> bool:
+        """Delete the waiting job whose payload is exactly ``raw`` (and its result)."""
+
+    @abstractmethod
+    def clear_queue(self, queue: str, *, forget: bool = False) -> int:
+        """Delete every job waiting on ``queue`` (``forget``: drop the name too)."""
+
+    @abstractmethod
+    def prune_worker(self, worker_id: str, now: datetime) -> Pruned:
+        """Unregister a stale worker and put its in-flight job back at its queue's head.
+
+        Does nothing unless the worker is still stale (``stale_workers``) and still holds
+        what it held when judged, checked atomically.
+        """
+
+    @abstractmethod
+    def scheduled_count(self) -> int:
+        """Number of distinct due times holding delayed jobs."""
+
+    @abstractmethod
+    def scheduled_page(self, start: int, count: int, per_bucket: int) -> list[ScheduledBucket]:
+        """Due times from ``start`` (soonest first), each with up to ``per_bucket`` jobs."""
+
+    @abstractmethod
+    def scheduled_bucket(self, timestamp: int, start: int, count: int) -> ScheduledBucket:
+        """The delayed jobs due at one epoch second, from ``start``."""
+
+    @abstractmethod
+    def run_scheduled_now(self, timestamp: int, raw: str) -> bool:
+        """Move the delayed job ``raw`` due at ``timestamp`` onto its queue now."""
+
+    @abstractmethod
+    def delete_scheduled(self, timestamp: int, raw: str) -> bool:
+        """Delete the delayed job ``raw`` due at ``timestamp`` (and its result)."""
+
+    @abstractmethod
+    def server_info(self) -> dict[str, Any]:
+        """A summary of the store itself (version, memory, clients, uptime...)."""
+
+    @abstractmethod
+    def key_counts(self) -> dict[str, int]:
+        """Sizes of jobqueue's records (queues, failed, workers, delayed...), no key scan."""
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Per-minute counters, oldest first; ``start_minute`` is epoch seconds // 60."""
+
+    start_minute: int
+    processed: list[int]
+    failed: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class FailedFilter:
+    """Which failure records to show or act on; empty fields match everything."""
+
+    queue: str = ""
+    task: str = ""
+    exception: str = ""
+    search: str = ""  # case-sensitive substring of the job's args/kwargs JSON text
+
+    @property
+    def active(self) -> bool:
+        """True when any field narrows the selection."""
+        return bool(self.queue or self.task or self.exception or self.search)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEntry:
+    """A failure record with its address.
+
+    ``index`` is its list position when read (0 = oldest): a hint, never an address. ``ref``
+    names the exact record bytes for actions.
+    """
+
+    index: int
+    ref: str
+    failure: Failure
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FailedScan:
+    """One page of a filtered scan of the failed list, with cursors to continue."""
+
+    entries: list[FailedEntry]
+    older: int | None  # pass as ``before`` for the next older matches; None: none left
+    newer: int | None  # pass as ``after`` for the previous, newer matches; None: at newest
+    scanned: int  # records examined
+    capped: bool  # the scan stopped at ``max_scanned`` before the end of the list
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledBucket:
+    """Delayed jobs due at one epoch second."""
+
+    timestamp: int
+    size: int
+    items: list[Job | BadJob]
+
+    @property
+    def due_at(self) -> datetime:
+        """The due time as an aware UTC datetime."""
+        from datetime import UTC
+
+        return datetime.fromtimestamp(self.timestamp, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What ``prune_worker`` did."""
+
+    pruned: bool
+    requeued_to: str | None = None  # queue the in-flight job went back to
+    reason: str = ""  # why nothing was done
