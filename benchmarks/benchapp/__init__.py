@@ -1,0 +1,1 @@
+"""The benchmark project's app: the no-op tasks that ``benchmarks/run.py`` measures."""
