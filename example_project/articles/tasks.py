@@ -88,3 +88,13 @@ def archive(*args: Any) -> dict[str, Any]:
         titles = list(Article.objects.filter(pk=args[0]).values_list("title", flat=True))
     return {"args": list(args), "article": titles[0] if titles else None,
             "archived_at": timezone.now().isoformat()}
+
+
+@task()
+def count_uncounted(limit: int = 100) -> int:
+    """Enqueue ``count_words`` for articles nobody counted yet (the periodic job's task)."""
+    ids = list(Article.objects.filter(word_count__isnull=True)
+               .values_list("pk", flat=True)[:limit])
+    for article_id in ids:
+        count_words.enqueue(article_id)
+    return len(ids)

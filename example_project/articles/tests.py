@@ -181,3 +181,21 @@ class SeedAndThumbnailTests(TestCase):
         self.assertEqual(identicon("jobqueue", 20), png)
         with self.assertRaises(ValueError):
             identicon("x", 2)
+
+
+@override_settings(TASKS=tasks_on("MemoryBackend"))
+class PeriodicTaskTests(TestCase):
+    def test_count_uncounted_counts_only_articles_without_a_count(self) -> None:
+        counted = Article.objects.create(title="done", body="a b", word_count=2)
+        fresh = [Article.objects.create(title=f"new {i}", body="x " * (i + 1)) for i in range(3)]
+
+        result = tasks.count_uncounted.enqueue(limit=2)
+
+        self.assertEqual(result.return_value, 2)
+        left = Article.objects.filter(word_count__isnull=True)
+        self.assertEqual(left.count(), 1)
+        self.assertEqual(tasks.count_uncounted.enqueue().return_value, 1)
+        self.assertEqual([a.word_count for a in Article.objects.filter(pk__in=[f.pk for f in fresh])
+                          .order_by("pk")], [1, 2, 3])
+        counted.refresh_from_db()
+        self.assertEqual(counted.word_count, 2)

@@ -97,6 +97,14 @@ TASKS = {
 JOBQUEUE = {
     # A Ruby app calling ``Resque.enqueue(Archive, 42)`` runs ``articles.tasks.archive(42)``.
     "RESQUE_CLASSES": {"Archive": "articles.tasks.archive"},
+    # ``manage.py pool`` (what scripts/run-example starts): queue list -> number of workers.
+    "POOL": {"critical,default": 2, "mail,media": 1},
+    # Run once in the pool master before it forks: warm model and URL caches, freeze the gc.
+    "SETUP": ["jobqueue.prewarm.models"],
+    # Periodic jobs, fired by the workers themselves (no beat process), once per tick.
+    "SCHEDULE": {
+        "count-new-articles": {"task": "articles.tasks.count_uncounted", "every": 300},
+    },
 }
 
 # --------------------------------------------------------------------------- email & logs
