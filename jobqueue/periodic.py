@@ -198,6 +198,9 @@ def build_periodic_job(entry: PeriodicEntry) -> tuple[Any, Any]:
     from .backends.results import check_arguments, restore_task
 
     task = registry.resolve(entry.task)
+    if task is None:  # e.g. the monitor's "run now" in a web process that imported no tasks
+        registry.autodiscover()
+        task = registry.resolve(entry.task)
     if task is None:
         logger.error("Periodic %s names %r, which is not a registered task", entry.name,
                      entry.task)

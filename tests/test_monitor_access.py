@@ -18,10 +18,11 @@ pytestmark = pytest.mark.django_db
 pytest_plugins = ["tests.monitor_fixtures"]
 
 PAGES = [M, M + "queues/", M + "queues/other/", M + "working/", M + "workers/",
-         M + "failed/", M + "scheduled/", M + "results/", M + "stats/", M + "overview.json",
+         M + "failed/", M + "scheduled/", M + "periodic/", M + "results/", M + "stats/",
+         M + "overview.json",
          M + "metrics"]
 ACTIONS = ["queue_delete_job", "queue_clear", "worker_prune", "workers_prune_stale",
-           "failed_action", "failed_bulk", "scheduled_action"]
+           "failed_action", "failed_bulk", "scheduled_action", "periodic_action"]
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,7 @@ from ..models import MANAGE_PERMISSION, VIEW_PERMISSION, Monitor
 NAV = (("overview", "Overview", "changelist"), ("queues", "Queues", "queues"),
        ("working", "Working", "working"), ("workers", "Workers", "workers"),
        ("failed", "Failed", "failed"), ("scheduled", "Scheduled", "scheduled"),
+       ("periodic", "Periodic", "periodic"),
        ("results", "Results", "results"), ("stats", "Stats", "stats"))
 
 

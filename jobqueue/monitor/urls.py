@@ -34,6 +34,8 @@ ROUTES: list[tuple[str, Any, str]] = [
     ("scheduled/", views_scheduled.ScheduledView, "scheduled"),
     ("scheduled/<int:timestamp>/", views_scheduled.ScheduledBucketView, "scheduled_bucket"),
     ("actions/scheduled/", views_scheduled.ScheduledAction, "scheduled_action"),
+    ("periodic/", views_scheduled.PeriodicView, "periodic"),
+    ("actions/periodic/", views_scheduled.PeriodicAction, "periodic_action"),
     ("results/", views_misc.ResultView, "results"),
     ("stats/", views_misc.StatsView, "stats"),
 ]

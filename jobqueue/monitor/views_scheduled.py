@@ -1,13 +1,15 @@
-"""Scheduled (delayed) jobs in resque-scheduler's layout: due time, task, args; run now; delete."""
+"""Scheduled jobs: delayed ones in resque-scheduler's layout (run now, delete) and periodic ones."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.admin.models import CHANGE, DELETION
 from django.http import HttpRequest
 
+from ..payload import dumps
 from .base import MonitorAction, MonitorPage, log_action, monitor_url
 from .paging import paginate
 from .present import decode_raw, job_row
@@ -84,3 +86,56 @@ class ScheduledAction(MonitorAction):
                    f"{raw[:150]}", CHANGE if action == "run" else DELETION)
         return messages.SUCCESS, ("Moved the job to its queue." if action == "run"
                                   else "Deleted the delayed job.")
+
+
+def _periodic_row(entry: Any, last: datetime | None, now: datetime, zone: Any) -> dict[str, Any]:
+    from ..periodic import latest_due, next_fire
+
+    due = latest_due(entry, last, now, zone) if last is not None else None
+    upcoming = next_fire(entry, last if last is not None and due is None else now, zone)
+    return {"name": entry.name, "task": entry.task, "timetable": entry.describe(),
+            "queue": entry.queue or "", "args": dumps(entry.args), "kwargs": dumps(entry.kwargs),
+            "last": last, "next": upcoming, "overdue": due}
+
+
+class PeriodicView(MonitorPage):
+    """``JOBQUEUE["SCHEDULE"]``: each entry's timetable, last tick enqueued and next tick."""
+
+    template_name = "jobqueue/monitor/periodic.html"
+    nav = "periodic"
+    title = "Periodic jobs"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        from ..conf import get_config
+        from ..periodic import local_zone
+
+        context = super().get_context_data(**kwargs)
+        entries = list(get_config().schedule)
+        last_runs = self.broker.periodic_last_runs() if entries else {}
+        now, zone = datetime.now(UTC), local_zone()
+        context.update(entries=[_periodic_row(e, last_runs.get(e.name), now, zone)
+                                for e in entries], zone=str(zone), now=now)
+        return context
+
+
+class PeriodicAction(MonitorAction):
+    """Enqueue one periodic entry's job now, outside its timetable (the timetable is kept)."""
+
+    default_next = "periodic"
+
+    def act(self, request: HttpRequest, *args: Any, **kwargs: Any) -> tuple[int, str]:
+        from ..conf import get_config
+        from ..periodic import build_periodic_job
+
+        name = request.POST.get("name", "")
+        entry = next((e for e in get_config().schedule if e.name == name), None)
+        if request.POST.get("action") != "run" or entry is None:
+            return messages.ERROR, "Nothing was done: no such periodic job."
+        job, record = build_periodic_job(entry)
+        if job is None:
+            return messages.ERROR, (f"Nothing was done: {entry.task} is not a registered task "
+                                    "on a jobqueue backend.")
+        self.broker.push(job, record)
+        log_action(request, f"periodic {name}", f"Enqueued periodic job {name} ({entry.task}) "
+                   f"now, as job {job.id}", CHANGE)
+        return messages.SUCCESS, f"Enqueued {name} now (job {job.id})."
