@@ -46,14 +46,15 @@ class JobqueueConfig:
 
 def _number(raw: Mapping[str, Any], key: str, *, minimum: float = 0.0) -> float:
     value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+    # ``not >=`` rather than ``<``: NaN compares false both ways and must be refused too.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:
         raise ConfigurationError(f"JOBQUEUE[{key!r}] must be a number >= {minimum}, got {value!r}")
     return float(value)
 
 
 def _strings(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = raw[key]
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise ConfigurationError(f"JOBQUEUE[{key!r}] must be a list of dotted paths")
     return tuple(value)
 

@@ -89,7 +89,16 @@ def parse_time(value: Any) -> datetime | None:
 
     Accepts ISO 8601 (``Z`` or offsets), Ruby's ``Time#to_s`` and ``failed_at`` forms with zone
     abbreviations, node's ``Date#toString()``, and epoch seconds. Times without a zone are UTC.
+    A well-formed but impossible time (month 13, offset +99:00, epoch 1e20, NaN) is unreadable
+    too: it must not raise out of a payload or record decoder.
     """
+    try:
+        return _parse_time(value)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _parse_time(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float):
@@ -178,7 +187,7 @@ def decode_job(raw: str | bytes, queue: str) -> Job:
     if _LONE_SURROGATE.search(text):  # bytes that were not UTF-8, kept by surrogateescape
         raise PayloadError("payload is not valid UTF-8 text")
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise PayloadError(f"payload is not valid JSON ({exc}): {_clip(text)}") from None
     if not isinstance(body, dict):
@@ -216,6 +225,12 @@ def decode_job(raw: str | bytes, queue: str) -> Job:
         extra={k: v for k, v in body.items() if k not in known},
         raw=text,
     )
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN/Infinity; JSON, Ruby's JSON.parse and node do not. Such a
+    # job could never be written back (failure record, result) by ``dumps``.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _clip(text: str, limit: int = 200) -> str:
