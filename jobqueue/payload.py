@@ -238,9 +238,26 @@ def _clip(text: str, limit: int = 200) -> str:
 
 
 # --------------------------------------------------------------------------- working / failures
-def encode_working(queue: str, run_at: datetime, raw_payload: str) -> str:
-    """``worker:<id>`` value, Ruby's key order; the payload is embedded verbatim."""
-    return f'{{"queue":{dumps(queue)},"run_at":"{format_run_at(run_at)}","payload":{raw_payload}}}'
+def worker_name(worker_id: str) -> str:
+    """node-resque's name of a worker: ``host:pid``, the id without its queue list."""
+    host, _, rest = worker_id.partition(":")
+    pid, sep, _ = rest.partition(":")
+    return f"{host}:{pid}" if sep else worker_id
+
+
+def encode_working(queue: str, run_at: datetime, raw_payload: str,
+                   worker_id: str | None = None) -> str:
+    """``worker:<id>`` value: Ruby's ``queue``, ``run_at`` and ``payload``, in Ruby's order.
+
+    With ``worker_id`` a ``worker`` field (``host:pid``, node-resque's worker name) comes
+    before the payload, as node-resque writes it: node's ``allWorkingOn()`` files a record
+    under that field. Ruby and resque-web ignore it. The payload is embedded verbatim and
+    always last, so the in-flight payload is the record's tail. ``reserve.lua`` writes the
+    same bytes (pinned by a test).
+    """
+    worker = f'"worker":{dumps(worker_name(worker_id))},' if worker_id is not None else ""
+    return (f'{{"queue":{dumps(queue)},"run_at":"{format_run_at(run_at)}",{worker}'
+            f'"payload":{raw_payload}}}')
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from jobqueue.payload import (
     format_run_at,
     format_started,
     parse_time,
+    worker_name,
 )
 
 T = datetime(2026, 11, 23, 2, 27, 13, tzinfo=UTC)
@@ -372,6 +373,28 @@ def test_working_record_escapes_the_queue_and_embeds_payload_bytes_unchanged():
     assert json.loads(text) == {"queue": 'odd"q', "run_at": "2026-11-23T02:27:13Z",
                                 "payload": json.loads(raw)}
     assert text.endswith(f'"payload":{raw}}}')
+
+
+def test_working_record_with_a_worker_id_names_the_worker_as_node_resque_does():
+    text = encode_working("slow", T, '{"class":"Slow","args":[3]}', "web1:4242:slow,q:x")
+    assert text == ('{"queue":"slow","run_at":"2026-11-23T02:27:13Z","worker":"web1:4242",'
+                    '"payload":{"class":"Slow","args":[3]}}')
+
+
+@pytest.mark.parametrize("worker_id, name", [
+    ("web1:4242:critical,default", "web1:4242"), ("web1:4242:a:b", "web1:4242"),
+    ("odd", "odd"), ("host:1", "host:1")])
+def test_worker_name_is_the_id_up_to_its_second_colon(worker_id, name):
+    assert worker_name(worker_id) == name
+
+
+def test_reserve_lua_writes_exactly_the_bytes_of_encode_working(jq):
+    raw = '{"class":"A","args":["ü/x",1],"id":"abc","kwargs":{}}'
+    jq.redis.rpush(jq.key("queue", "q:1"), raw)
+    worker_id = "web1:4242:q:1,other"
+    reservation = jq.broker.reserve(worker_id, ["q:1"])
+    written = jq.redis.get(jq.key("worker", worker_id))
+    assert written == encode_working("q:1", reservation.run_at, raw, worker_id)
 
 
 # --------------------------------------------------------------------------- failures

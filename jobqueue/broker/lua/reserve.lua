@@ -3,7 +3,8 @@
 -- The pop and the in-flight record happen in one step, so a job is never only in a worker's
 -- memory: Resque's `worker:<id>` key holds the exact payload until the job is acknowledged.
 --
--- KEYS[1]          <ns>:worker:<id>            in-flight record (Resque's shape)
+-- KEYS[1]          <ns>:worker:<id>            in-flight record (Resque's shape, plus
+--                                              node-resque's "worker" field)
 -- KEYS[2]          <ns>:pause-all-workers      "true" pauses every worker
 -- KEYS[3..2+n]     <ns>:queue:<q>              queues, highest priority first
 -- KEYS[3+n..2+2n]  <ns>:jobqueue:wake:<q>      wake-up tokens of the same queues
@@ -21,6 +22,10 @@
 --          {-1, payload, queue} when this worker already holds a job (a reply that was lost
 --          to a dropped connection): that job is delivered again, never overwritten.
 local n = tonumber(ARGV[1])
+-- node-resque's worker name: the id "host:pid:queues" up to its second colon.
+local first = string.find(ARGV[4], ':', 1, true)
+local second = first and string.find(ARGV[4], ':', first + 1, true)
+local name = second and string.sub(ARGV[4], 1, second - 1) or ARGV[4]
 local held = redis.call('GET', KEYS[1])
 if held then
   local at = string.find(held, '"payload":', 1, true)
@@ -54,8 +59,9 @@ for i = 1, n do
     if not valid then
       embedded = cjson.encode(payload)
     end
-    redis.call('SET', KEYS[1],
-      '{"queue":' .. ARGV[5 + i] .. ',"run_at":"' .. ARGV[2] .. '","payload":' .. embedded .. '}')
+    -- payload.encode_working's bytes: node-resque's "worker" (host:pid) before the payload.
+    redis.call('SET', KEYS[1], '{"queue":' .. ARGV[5 + i] .. ',"run_at":"' .. ARGV[2] ..
+      '","worker":' .. cjson.encode(name) .. ',"payload":' .. embedded .. '}')
     local started, ids = false, false
     if valid and type(job['id']) == 'string' then
       local rkey = ARGV[5] .. job['id']
