@@ -318,6 +318,17 @@ def test_workers_read_every_record(jq):
     assert w.extra["heartbeat_interval"] == "1.0"
 
 
+def test_worker_counters_come_from_the_full_id_or_node_resques_name(jq):
+    register_worker(jq.broker, "h1:10:a,b")
+    register_worker(jq.broker, "nodehost:20:jobs")
+    jq.redis.set(jq.key("stat", "processed", "h1:10:a,b"), 7)
+    jq.redis.set(jq.key("stat", "failed", "h1:10:a,b"), 2)
+    jq.redis.set(jq.key("stat", "processed", "nodehost:20"), 5)  # node-resque's key
+    jq.redis.set(jq.key("stat", "failed", "nodehost:20"), 1)
+    counts = {w.id: (w.processed, w.failed) for w in jq.broker.workers()}
+    assert counts == {"h1:10:a,b": (7, 2), "nodehost:20:jobs": (5, 1)}
+
+
 # ------------------------------------------------------------------ delayed jobs
 def test_scheduled_pages_run_now_and_delete(jq):
     soon = datetime.now(UTC) + timedelta(hours=1)

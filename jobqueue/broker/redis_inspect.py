@@ -146,12 +146,17 @@ class RedisInspectMixin(RedisManageMixin):
                 pipe.get(k.stat("processed", wid))
                 pipe.get(k.stat("failed", wid))
                 pipe.hgetall(k.worker_info(wid))
+                # node-resque counts per worker under its name (host:pid), not the full id.
+                pipe.get(k.stat("processed", payload.worker_name(wid)))
+                pipe.get(k.stat("failed", payload.worker_name(wid)))
             return pipe.execute()
 
         replies = self._call(run)
         result = []
         for i, wid in enumerate(ids):
-            beat, started, current, processed, failed, info = replies[6 * i : 6 * i + 6]
+            beat, started, current, processed, failed, info, node_processed, node_failed = \
+                replies[8 * i : 8 * i + 8]
+            processed, failed = processed or node_processed, failed or node_failed
             host, _, rest = wid.partition(":")
             pid_text, _, queue_list = rest.partition(":")
             try:
