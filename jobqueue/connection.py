@@ -38,6 +38,10 @@ CLIENT_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Defaults that only make sense for TCP connections (left out for ``unix://`` URLs).
+_TCP_ONLY = frozenset({"socket_keepalive"})
+
+
 @functools.cache
 def _supported_defaults() -> dict[str, Any]:
     """Drop defaults this redis-py does not know (older releases lack some)."""
@@ -90,7 +94,10 @@ def url_from_cache(alias: str, where: str) -> tuple[str, dict[str, Any]]:
 
 def get_client(url: str, kwargs: Mapping[str, Any] | None = None) -> redis.Redis:
     """Return the process-wide client for ``url`` (created on first use, never at import)."""
-    options = {**_supported_defaults(), **(kwargs or {})}
+    defaults = _supported_defaults()
+    if urlsplit(url).scheme == "unix":  # redis-py's unix socket connection rejects these
+        defaults = {k: v for k, v in defaults.items() if k not in _TCP_ONLY}
+    options = {**defaults, **(kwargs or {})}
     key = (url, tuple(sorted((k, repr(v)) for k, v in options.items())))
     client = _clients.get(key)
     if client is None:

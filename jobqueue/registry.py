@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from django.core.signals import setting_changed
 from django.utils.module_loading import autodiscover_modules
 
 from .conf import get_config
@@ -53,6 +54,16 @@ def autodiscover(*, force: bool = False) -> None:
         if module:
             import_module(module)  # from settings, trusted; a failure is a config error
     _discovered = True
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    """Discover again after ``JOBQUEUE`` or ``INSTALLED_APPS`` change (tests, checks)."""
+    global _discovered
+    if setting in {"JOBQUEUE", "INSTALLED_APPS"}:
+        _discovered = False
+
+
+setting_changed.connect(_reset, dispatch_uid="jobqueue.registry.reset")
 
 
 def resolve(name: str) -> Task | None:

@@ -89,6 +89,14 @@ def parse_options(alias: str, options: dict[str, Any]) -> BackendOptions:
 
 _brokers: dict[tuple[str, str, str], Broker] = {}
 _lock = threading.Lock()
+#: Bumped when ``TASKS`` or ``CACHES`` change, so backends re-read their options (a ``CACHE``
+#: option follows its cache's new ``LOCATION``).
+_generation = 0
+
+
+def generation() -> int:
+    """How many times the settings brokers depend on have changed in this process."""
+    return _generation
 
 
 def broker_for(alias: str, config: BackendOptions) -> Broker:
@@ -116,9 +124,11 @@ def broker_for(alias: str, config: BackendOptions) -> Broker:
 
 
 def _reset(*, setting: str, **kwargs: Any) -> None:
+    global _generation
     if setting in {"TASKS", "CACHES"}:
         with _lock:
             _brokers.clear()
+            _generation += 1
 
 
 setting_changed.connect(_reset, dispatch_uid="jobqueue.backends.options.reset")

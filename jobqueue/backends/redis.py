@@ -18,7 +18,6 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from typing import Any
 
 from django.core import checks
@@ -38,7 +37,7 @@ from ..exceptions import BrokerUnavailable
 from ..job import Job
 from ..payload import ResultRecord
 from ..task import OPTION_NAMES, JobqueueTask, task_option, validate_options
-from .options import BackendOptions, parse_options
+from .options import BackendOptions, broker_for, generation, parse_options
 from .results import check_arguments, to_task_result
 
 logger = logging.getLogger("jobqueue.backend")
@@ -79,14 +78,26 @@ class RedisBackend(BaseTaskBackend):
         super().__init__(alias, params)
         # Parse now so a bad option fails loudly at start-up, but never connect here: the
         # backend is built at import time of any module with an @task.
-        self.config: BackendOptions = parse_options(alias, self.options)
+        self._generation = generation()
+        self._config: BackendOptions = parse_options(alias, self.options)
+        self._broker: Broker | None = None
 
-    @cached_property
+    @property
+    def config(self) -> BackendOptions:
+        """The parsed options (parsed again after ``CACHES`` change: a ``CACHE`` may move)."""
+        if self._generation != generation():
+            self._generation = generation()
+            self._config = parse_options(self.alias, self.options)
+            self._broker = None
+        return self._config
+
+    @property
     def broker(self) -> Broker:
         """The process-wide broker of this alias (connects lazily, on first command)."""
-        from .options import broker_for
-
-        return broker_for(self.alias, self.config)
+        config = self.config
+        if self._broker is None:
+            self._broker = broker_for(self.alias, config)
+        return self._broker
 
     # ------------------------------------------------------------------ Django API
     def validate_task(self, task: Task) -> None:

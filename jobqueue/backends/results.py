@@ -8,6 +8,8 @@ identity check holds; names that are no longer registered get a placeholder task
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -92,14 +94,47 @@ def _first_difference(path: str, original: Any, restored: Any) -> str:
     return f"{path}: {original!r} comes back from JSON as {restored!r}"
 
 
+def _unsupported(path: str, value: Any) -> str | None:
+    """Describe the first value under ``path`` that JSON cannot hold, naming where it is.
+
+    Mirrors ``normalize_json`` (mappings, sequences, scalars) except that bytes are refused:
+    they would come back as ``str``.
+    """
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (
+            f"Out of range float values are not JSON compliant: {value!r} at {path}")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"Unsupported type: {type(value)} at {path} (pass text, not bytes)"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not (key is None or isinstance(key, str | bool | int | float)):
+                return f"Unsupported type: {type(key)} as a key of {path}"
+            found = _unsupported(f"{path}[{key!r}]", item)
+            if found:
+                return found
+        return None
+    if isinstance(value, Sequence):
+        for i, item in enumerate(value):
+            found = _unsupported(f"{path}[{i}]", item)
+            if found:
+                return found
+        return None
+    return f"Unsupported type: {type(value)} at {path}"
+
+
 def check_arguments(task: Task, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
     """Return JSON-normalised ``(args, kwargs)`` or raise ``InvalidTaskArguments``.
 
     Tuples become lists (Django's rule); anything else that JSON would change or cannot hold
-    (datetimes, sets, objects, non-string keys, NaN) raises, naming the argument, before a
-    single byte is written.
+    (datetimes, sets, bytes, objects, non-string keys, NaN) raises, naming the argument, before
+    a single byte is written.
     """
     where = task.module_path
+    problem = _unsupported("args", list(args)) or _unsupported("kwargs", dict(kwargs))
+    if problem:
+        raise InvalidTaskArguments(f"Arguments of {where} must be JSON-serialisable: {problem}")
     try:
         norm_args = normalize_json(list(args))
         norm_kwargs = normalize_json(dict(kwargs))

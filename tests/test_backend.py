@@ -1,0 +1,674 @@
+"""``RedisBackend`` (``jobqueue/backends/redis.py``): Django's Tasks API on Redis, in Resque's
+wire format, against a real Redis and real ``manage.py worker`` processes.
+
+What is pinned here: the bytes ``enqueue()`` writes and that it writes them in one round trip;
+that nothing is written for arguments JSON cannot carry; the ``TaskResult`` a caller gets back
+at every stage; the feature flags and the behaviour behind each; Django's signals; the bulk,
+async and ``enqueue_to`` entry points; and ``validate_task``'s refusals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+
+import jobqueue
+from jobqueue.backends.redis import RedisBackend
+from jobqueue.compat import (
+    InvalidTask,
+    TaskResultDoesNotExist,
+    TaskResultMismatch,
+    TaskResultStatus,
+    task,
+    task_backends,
+    task_enqueued,
+)
+from jobqueue.exceptions import InvalidTaskArguments
+from tests.testapp import tasks
+
+RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
+ISO_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+SIGNAL_PROBE = "tests.testapp.signal_probe"
+
+
+def no_context(value: int) -> int:
+    """Module level, but without the ``context`` parameter ``takes_context`` needs."""
+    return value
+
+
+# ------------------------------------------------------------------ helpers
+def _queue(jq, queue: str = "default") -> list[str]:
+    return jq.redis.lrange(jq.key("queue", queue), 0, -1)
+
+
+def _ordered(raw: str) -> list[tuple[str, Any]]:
+    return json.loads(raw, object_pairs_hook=list)
+
+
+def _keys(jq) -> set[str]:
+    return set(jq.redis.scan_iter(match=f"{jq.namespace}:*", count=1000))
+
+
+def _raw_client(jq) -> redis.Redis:
+    return redis.Redis.from_url(jq.url)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _set_options(settings, **options: Any) -> None:
+    config = dict(settings.TASKS["default"])
+    config["OPTIONS"] = {**config["OPTIONS"], **options}
+    settings.TASKS = {**settings.TASKS, "default": config}
+
+
+def _set_queues(settings, queues: list[str]) -> None:
+    settings.TASKS = {**settings.TASKS, "default": {**settings.TASKS["default"], "QUEUES": queues}}
+
+
+@contextlib.contextmanager
+def _round_trips(jq) -> Iterator[list[bytes]]:
+    """Record each packet the broker's client sends: one packet is one round trip."""
+    client = jq.broker.client
+    cls = client.connection_pool.connection_class
+    original = cls.send_packed_command
+    packets: list[bytes] = []
+
+    def spy(self, command, *args, **kwargs):
+        chunks = [command] if isinstance(command, bytes | str) else list(command)
+        packets.append(b"".join(c if isinstance(c, bytes) else str(c).encode() for c in chunks))
+        return original(self, command, *args, **kwargs)
+
+    cls.send_packed_command = spy
+    try:
+        yield packets
+    finally:
+        cls.send_packed_command = original
+
+
+def _warm_up(jq) -> None:
+    """Open the connection and load the scripts (a fresh Redis answers NOSCRIPT once)."""
+    tasks.add.using(queue_name="warm-up").enqueue(0, 0)
+    jq.broker.client.ping()
+
+
+def _probe_worker(jq, monkeypatch, tmp_path, *queues: str):
+    """Run a burst worker that imports ``signal_probe`` (so it records Django's signals)."""
+    overrides = tmp_path / "jobqueue-overrides.json"
+    overrides.write_text(json.dumps({"TASK_MODULES": [SIGNAL_PROBE]}))
+    monkeypatch.setenv("JOBQUEUE_TEST_POOL_FILE", str(overrides))
+    proc = jq.run_worker("--burst", "-q", ",".join(queues or ("default",)),
+                         "--settings", "tests.settings_pool")
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _run(jq, queue: str = "default") -> None:
+    proc = jq.run_worker("--burst", "-q", queue)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------------ the payload
+def test_enqueue_writes_resque_payload_with_class_and_args_first(jq):
+    result = tasks.echo.enqueue(1, "two", flag=True)
+    [raw] = _queue(jq)
+    assert [key for key, _ in _ordered(raw)] == ["class", "args", "id", "kwargs", "enqueued_at"]
+    body = json.loads(raw)
+    assert body["class"] == "tests.testapp.tasks.echo"
+    assert body["args"] == [1, "two"]
+    assert body["id"] == result.id
+    assert body["kwargs"] == {"flag": True}
+    assert ISO_MICROS.match(body["enqueued_at"])
+    assert body["enqueued_at"] == _iso(result.enqueued_at)
+
+
+def test_enqueue_adds_the_queue_to_the_queues_set(jq):
+    tasks.add.using(queue_name="reports").enqueue(1, 2)
+    tasks.on_mail_queue.enqueue()
+    assert jq.redis.smembers(jq.key("queues")) == {"reports", "mail"}
+    assert len(_queue(jq, "reports")) == 1 and len(_queue(jq, "mail")) == 1
+    assert _queue(jq) == []
+
+
+def test_enqueue_writes_compact_raw_utf8_json_byte_for_byte(jq):
+    result = tasks.echo.enqueue("ünïcødé € 😀", [1.5, None], note="naïve, \"quoted\"")
+    [raw] = _raw_client(jq).lrange(jq.key("queue", "default"), 0, -1)
+    expected = (
+        '{"class":"tests.testapp.tasks.echo","args":["ünïcødé € 😀",[1.5,null]],'
+        f'"id":"{result.id}","kwargs":{{"note":"naïve, \\"quoted\\""}},'
+        f'"enqueued_at":"{_iso(result.enqueued_at)}"}}'
+    ).encode()
+    assert raw == expected
+    assert b"\\u" not in raw  # raw UTF-8, never \u escapes
+
+
+def test_a_prioritised_job_carries_its_priority_before_enqueued_at(jq):
+    result = tasks.add.using(priority=10).enqueue(1, 2)
+    assert _queue(jq) == []  # not on the plain Resque list
+    [(raw, score)] = jq.redis.zrange(jq.key("jobqueue", "priority", "default"), 0, -1,
+                                     withscores=True)
+    assert [key for key, _ in _ordered(raw)] == [
+        "class", "args", "id", "kwargs", "priority", "enqueued_at"]
+    assert json.loads(raw)["priority"] == 10 and json.loads(raw)["id"] == result.id
+    assert score > (100 - 10) * 10**12
+    assert jq.redis.sismember(jq.key("queues"), "default")
+
+
+@pytest.mark.parametrize("variant", ["plain", "priority", "delayed"])
+def test_enqueue_is_one_round_trip(jq, variant):
+    _warm_up(jq)
+    chosen = {"plain": tasks.add, "priority": tasks.add.using(priority=5),
+              "delayed": tasks.add.using(run_after=timedelta(hours=1))}[variant]
+    with _round_trips(jq) as packets:
+        result = chosen.enqueue(1, 2)
+    assert len(packets) == 1, packets
+    assert result.id.encode() in packets[0]  # job and result record in that same packet
+    assert tasks.add.get_result(result.id).status == TaskResultStatus.READY
+
+
+def test_enqueue_stores_the_ready_result_with_the_pending_ttl(jq, settings):
+    _set_options(settings, PENDING_RESULT_TTL=900)
+    result = tasks.echo.enqueue("x", key=(1, 2))
+    key = jq.key("jobqueue", "result", result.id)
+    stored = jq.redis.hgetall(key)
+    assert stored["status"] == "READY"
+    assert stored["task"] == "tests.testapp.tasks.echo"
+    assert (stored["args"], stored["kwargs"]) == ('["x"]', '{"key":[1,2]}')
+    assert 0 < jq.redis.ttl(key) <= 900
+
+
+def test_enqueue_returns_a_ready_task_result(jq):
+    before = datetime.now(UTC)
+    result = tasks.echo.enqueue(1, (2, 3), key={"nested": (4,)})
+    assert RESULT_ID.match(result.id)
+    assert result.status == TaskResultStatus.READY
+    assert result.task.func is tasks.echo.func
+    assert result.args == [1, [2, 3]]  # tuples became lists (Django's rule)
+    assert result.kwargs == {"key": {"nested": [4]}}
+    assert result.backend == "default"
+    assert before <= result.enqueued_at <= datetime.now(UTC)
+    assert (result.started_at, result.finished_at, result.last_attempted_at) == (None,) * 3
+    assert (result.errors, result.worker_ids, result.attempts) == ([], [], 0)
+    assert not result.is_finished
+    with pytest.raises(ValueError, match="not finished"):
+        _ = result.return_value
+
+
+def test_every_enqueue_gets_a_new_id(jq):
+    ids = {tasks.add.enqueue(1, 1).id for _ in range(20)}
+    assert len(ids) == 20
+
+
+# ------------------------------------------------------------------ arguments that are not JSON
+NOT_JSON = [
+    pytest.param((datetime(2030, 1, 1, tzinfo=UTC),), {}, "datetime", "args[0]", id="datetime"),
+    pytest.param((1, {1, 2}), {}, "set", "args[1]", id="set"),
+    pytest.param((object(),), {}, "object", "args[0]", id="object"),
+    pytest.param((Decimal("1.5"),), {}, "Decimal", "args[0]", id="decimal"),
+    pytest.param((b"raw",), {}, "bytes", "args[0]", id="bytes"),
+    pytest.param(({1: "x"},), {}, "key 1 is a int", "args[0]", id="int-key"),
+    pytest.param(({(1, 2): "x"},), {}, "tuple", "args[0]", id="tuple-key"),
+    pytest.param((float("nan"),), {}, "nan", "args[0]", id="nan"),
+    pytest.param((), {"ratio": float("inf")}, "inf", "kwargs['ratio']", id="inf"),
+    pytest.param((), {"when": datetime(2030, 1, 1, tzinfo=UTC)}, "datetime", "kwargs['when']",
+                 id="kwarg-datetime"),
+    pytest.param((), {"a": [1, {"b": {1}}]}, "set", "kwargs['a'][1]['b']", id="nested"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "what", "where"), NOT_JSON)
+def test_arguments_json_cannot_carry_raise_naming_them_and_write_nothing(jq, args, kwargs,
+                                                                         what, where):
+    with pytest.raises(InvalidTaskArguments) as caught:
+        tasks.echo.enqueue(*args, **kwargs)
+    assert isinstance(caught.value, TypeError)
+    message = str(caught.value)
+    assert message.startswith("Arguments of tests.testapp.tasks.echo ")
+    assert what in message and where in message
+    assert _keys(jq) == set()  # no queue entry, no result, no queue name
+
+
+def test_json_arguments_of_every_kind_are_accepted(jq):
+    value = {"s": "x", "i": -3, "f": 2.5, "t": True, "n": None, "l": [1, [2]], "d": {"k": {}}}
+    result = tasks.echo.enqueue(value, [value], big=12345678901234567890)
+    stored = tasks.echo.get_result(result.id)
+    assert stored.args == [value, [value]]
+    assert stored.kwargs == {"big": 12345678901234567890}
+
+
+# ------------------------------------------------------------------ get_result
+def test_get_result_returns_the_stored_ready_result(jq):
+    enqueued = tasks.echo.using(queue_name="reports", priority=3).enqueue(7, k="v")
+    found = task_backends["default"].get_result(enqueued.id)
+    for name in ("id", "status", "enqueued_at", "started_at", "finished_at",
+                 "last_attempted_at", "args", "kwargs", "backend", "errors", "worker_ids"):
+        assert getattr(found, name) == getattr(enqueued, name), name
+    assert found.task.func is tasks.echo.func
+    assert (found.task.queue_name, found.task.priority) == ("reports", 3)
+
+
+def test_get_result_of_a_successful_job(jq):
+    result = tasks.add.enqueue(20, 22)
+    _run(jq)
+    found = tasks.add.get_result(result.id)
+    assert found.status == TaskResultStatus.SUCCESSFUL
+    assert found.return_value == 42
+    assert found.is_finished
+    assert found.enqueued_at == result.enqueued_at
+    assert found.enqueued_at <= found.started_at <= found.finished_at
+    assert found.last_attempted_at == found.started_at  # first and only attempt
+    [worker_id] = found.worker_ids
+    assert re.match(r"^[^:]+:\d+:default$", worker_id)
+    assert found.attempts == 1 and found.errors == []
+
+
+def test_get_result_of_a_failed_job(jq):
+    result = tasks.boom.enqueue("it broke")
+    _run(jq)
+    found = tasks.boom.get_result(result.id)
+    assert found.status == TaskResultStatus.FAILED
+    assert found.is_finished and found.finished_at is not None
+    [error] = found.errors
+    assert error.exception_class_path == "builtins.ValueError"
+    assert error.exception_class is ValueError
+    assert "Traceback (most recent call last)" in error.traceback
+    assert "ValueError: it broke" in error.traceback
+    assert len(found.worker_ids) == 1
+    with pytest.raises(ValueError, match="failed"):
+        _ = found.return_value
+
+
+def test_refresh_reloads_the_result(jq):
+    result = tasks.add.enqueue(1, 2)
+    assert result.status == TaskResultStatus.READY
+    _run(jq)
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == 3
+    assert result.finished_at is not None and len(result.worker_ids) == 1
+
+
+def test_an_unknown_id_raises_task_result_does_not_exist(jq):
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result("0" * 32)
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.add.get_result("not-an-id")
+
+
+def test_task_get_result_checks_the_task(jq):
+    result = tasks.add.enqueue(1, 2)
+    assert tasks.add.get_result(result.id).task.func is tasks.add.func
+    with pytest.raises(TaskResultMismatch):
+        tasks.echo.get_result(result.id)
+
+
+def test_a_finished_result_is_kept_for_a_day_by_default(jq):
+    result = tasks.add.enqueue(1, 2)
+    key = jq.key("jobqueue", "result", result.id)
+    assert 86400 < jq.redis.ttl(key) <= 30 * 86400  # PENDING_RESULT_TTL while unfinished
+    _run(jq)
+    assert tasks.add.get_result(result.id).status == TaskResultStatus.SUCCESSFUL
+    assert 0 < jq.redis.ttl(key) <= 86400
+
+
+def test_a_finished_result_is_kept_for_the_configured_result_ttl(jq, settings):
+    # The worker's own options decide, so this one runs in this process, with these settings.
+    from jobqueue.worker import Worker
+
+    _set_options(settings, RESULT_TTL=120, PENDING_RESULT_TTL=5000)
+    ok, bad = tasks.add.enqueue(1, 2), tasks.boom.enqueue()
+    for result in (ok, bad):
+        assert 120 < jq.redis.ttl(jq.key("jobqueue", "result", result.id)) <= 5000
+    worker = Worker(jq.broker, ["default"], fork=False, burst=True,
+                    manage_db_connections=False, backend_class=RedisBackend)
+    assert worker.work() == 2
+    assert tasks.add.get_result(ok.id).status == TaskResultStatus.SUCCESSFUL
+    assert tasks.boom.get_result(bad.id).status == TaskResultStatus.FAILED
+    for result in (ok, bad):
+        assert 0 < jq.redis.ttl(jq.key("jobqueue", "result", result.id)) <= 120
+
+
+def test_an_expired_result_does_not_exist(jq):
+    result = tasks.add.enqueue(1, 2)
+    key = jq.key("jobqueue", "result", result.id)
+    jq.redis.pexpire(key, 1)
+    jq.wait_for(lambda: not jq.redis.exists(key), message="the result to expire")
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.add.get_result(result.id)
+
+
+def test_the_result_of_a_task_no_longer_registered_can_still_be_read(jq):
+    result = tasks.add.enqueue(1, 2)
+    jq.redis.hset(jq.key("jobqueue", "result", result.id), "task", "gone.tasks.renamed")
+    found = task_backends["default"].get_result(result.id)
+    assert found.status == TaskResultStatus.READY
+    assert found.task.module_path != tasks.add.module_path
+    with pytest.raises(TaskResultMismatch):
+        tasks.add.get_result(result.id)
+
+
+# ------------------------------------------------------------------ feature flags
+def test_the_feature_flags(jq):
+    backend = task_backends["default"]
+    assert isinstance(backend, RedisBackend)
+    for flag in ("supports_defer", "supports_priority", "supports_async_task",
+                 "supports_get_result"):
+        assert getattr(RedisBackend, flag) is True, flag
+        assert getattr(backend, flag) is True, flag
+
+
+def test_defer_with_a_datetime_stores_a_delayed_job(jq):
+    when = datetime.now(UTC) + timedelta(hours=2)
+    result = tasks.add.using(run_after=when).enqueue(1, 2)
+    assert _queue(jq) == []
+    due = math.ceil(when.timestamp())
+    assert jq.redis.zrange(jq.key("delayed_queue_schedule"), 0, -1) == [str(due)]
+    [item] = jq.redis.lrange(jq.key("delayed", str(due)), 0, -1)
+    assert [key for key, _ in _ordered(item)][:3] == ["class", "args", "queue"]
+    assert json.loads(item)["id"] == result.id
+    found = tasks.add.get_result(result.id)
+    assert found.status == TaskResultStatus.READY
+    stored_run_after = jq.redis.hget(jq.key("jobqueue", "result", result.id), "run_after")
+    assert stored_run_after == _iso(when)
+
+
+def test_defer_with_a_timedelta_counts_from_now(jq):
+    before = datetime.now(UTC)
+    result = tasks.add.using(run_after=timedelta(minutes=10)).enqueue(1, 2)
+    after = datetime.now(UTC)
+    [due] = jq.redis.zrange(jq.key("delayed_queue_schedule"), 0, -1)
+    assert (before + timedelta(minutes=10)).timestamp() <= int(due)
+    assert int(due) <= math.ceil((after + timedelta(minutes=10)).timestamp())
+    assert _queue(jq) == []
+    assert tasks.add.get_result(result.id).status == TaskResultStatus.READY
+
+
+def test_a_run_after_in_the_past_is_queued_at_once(jq):
+    tasks.add.using(run_after=datetime.now(UTC) - timedelta(minutes=1)).enqueue(1, 2)
+    assert len(_queue(jq)) == 1
+    assert jq.redis.zcard(jq.key("delayed_queue_schedule")) == 0
+
+
+def test_a_naive_run_after_is_refused_with_use_tz(jq):
+    with pytest.raises(InvalidTask, match="aware"):
+        tasks.add.using(run_after=datetime(2030, 1, 1))
+    assert _keys(jq) == set()
+
+
+def test_priority_orders_jobs_within_a_queue(jq):
+    tasks.record.using(priority=-10).enqueue("low")
+    tasks.record.enqueue("zero-1")
+    tasks.record.using(priority=50).enqueue("high")
+    tasks.record.enqueue("zero-2")
+    tasks.record.using(priority=5).enqueue("medium")
+    _run(jq)
+    ran = [entry.split(":")[0] for entry in jq.redis.lrange(jq.key("test:record"), 0, -1)]
+    assert ran == ["high", "medium", "zero-1", "zero-2", "low"]
+
+
+def test_an_async_task_runs_in_the_worker(jq):
+    result = tasks.async_add.enqueue(30, 12)
+    _run(jq)
+    found = tasks.async_add.get_result(result.id)
+    assert found.status == TaskResultStatus.SUCCESSFUL and found.return_value == 42
+
+
+def test_a_result_can_be_read_through_any_backend_instance(jq, settings):
+    result = tasks.add.enqueue(1, 2)
+    other = RedisBackend("default", settings.TASKS["default"])
+    assert other.get_result(result.id).id == result.id
+
+
+# ------------------------------------------------------------------ the task context
+def test_a_context_task_sees_attempt_one_on_its_first_run(jq):
+    result = tasks.with_context.enqueue(9)
+    _run(jq)
+    found = tasks.with_context.get_result(result.id)
+    assert found.status == TaskResultStatus.SUCCESSFUL
+    assert found.return_value == {"attempt": 1, "id": result.id, "value": 9}
+
+
+# ------------------------------------------------------------------ signals
+def test_task_enqueued_is_sent_with_the_backend_class(jq):
+    seen: list[tuple[Any, Any]] = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((sender, task_result))
+
+    task_enqueued.connect(receiver)
+    try:
+        result = tasks.add.enqueue(1, 2)
+    finally:
+        task_enqueued.disconnect(receiver)
+    [(sender, task_result)] = seen
+    assert sender is RedisBackend
+    assert task_result.id == result.id and task_result.status == TaskResultStatus.READY
+
+
+def test_a_receiver_that_raises_does_not_break_enqueue(jq):
+    def broken(sender, task_result, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    task_enqueued.connect(broken)
+    try:
+        result = tasks.add.enqueue(1, 2)
+    finally:
+        task_enqueued.disconnect(broken)
+    assert result.status == TaskResultStatus.READY
+    assert json.loads(_queue(jq)[0])["id"] == result.id
+
+
+def test_task_started_and_finished_are_sent_in_the_worker(jq, monkeypatch, tmp_path):
+    ok = tasks.add.enqueue(1, 2)
+    bad = tasks.boom.enqueue()
+    _probe_worker(jq, monkeypatch, tmp_path)
+    records = [line.split("|") for line in jq.redis.lrange(jq.key("test:signals"), 0, -1)]
+    sender = "jobqueue.backends.redis.RedisBackend"
+    assert [r[:4] for r in records] == [
+        ["started", sender, ok.id, "RUNNING"],
+        ["finished", sender, ok.id, "SUCCESSFUL"],
+        ["started", sender, bad.id, "RUNNING"],
+        ["finished", sender, bad.id, "FAILED"],
+    ]
+    # Sent in the process that ran the job, never in this one.
+    assert str(os.getpid()) not in {r[4] for r in records}
+
+
+# ------------------------------------------------------------------ enqueue_many
+def test_enqueue_many_writes_every_job_in_one_round_trip(jq):
+    _warm_up(jq)
+    backend = tasks.echo.get_backend()
+    calls = [((i,), {"n": str(i)}) for i in range(50)]
+    with _round_trips(jq) as packets:
+        results = backend.enqueue_many(tasks.echo, calls)
+    assert len(packets) == 1
+    assert [r.args for r in results] == [[i] for i in range(50)]
+    assert all(r.status == TaskResultStatus.READY for r in results)
+    assert len({r.id for r in results}) == 50
+    assert [json.loads(raw)["id"] for raw in _queue(jq)] == [r.id for r in results]
+    assert tasks.echo.get_result(results[7].id).kwargs == {"n": "7"}
+
+
+def test_enqueue_many_sends_a_round_trip_per_thousand_jobs(jq):
+    _warm_up(jq)
+    backend = tasks.add.get_backend()
+    with _round_trips(jq) as packets:
+        results = backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(1500)])
+    assert len(packets) == 2
+    assert [json.loads(raw)["args"][0] for raw in _queue(jq)] == list(range(1500))
+    assert len(results) == 1500
+
+
+def test_enqueue_many_validates_every_call_before_writing_anything(jq):
+    backend = tasks.echo.get_backend()
+    calls = [((1,), {}), ((2,), {}), ((datetime.now(UTC),), {}), ((4,), {})]
+    with pytest.raises(InvalidTaskArguments, match=r"args\[0\]"):
+        backend.enqueue_many(tasks.echo, calls)
+    assert _keys(jq) == set()
+
+
+def test_enqueue_many_sends_task_enqueued_for_each_job(jq):
+    seen: list[str] = []
+
+    def receiver(sender, task_result, **kwargs):
+        assert sender is RedisBackend
+        seen.append(task_result.id)
+
+    task_enqueued.connect(receiver)
+    try:
+        results = tasks.add.get_backend().enqueue_many(tasks.add, [((1, 2), {}), ((3, 4), {})])
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert seen == [r.id for r in results]
+
+
+def test_enqueue_many_refuses_run_after(jq):
+    delayed = tasks.add.using(run_after=timedelta(hours=1))
+    with pytest.raises(InvalidTask, match="run_after"):
+        delayed.get_backend().enqueue_many(delayed, [((1, 2), {})])
+    assert _keys(jq) == set()
+
+
+def test_enqueue_many_on_prioritised_and_named_queues(jq):
+    chosen = tasks.add.using(queue_name="bulk", priority=9)
+    results = chosen.get_backend().enqueue_many(chosen, [((1, 1), {}), ((2, 2), {})])
+    members = jq.redis.zrange(jq.key("jobqueue", "priority", "bulk"), 0, -1)
+    assert [json.loads(m)["id"] for m in members] == [r.id for r in results]
+    assert jq.redis.sismember(jq.key("queues"), "bulk")
+
+
+# ------------------------------------------------------------------ async API
+def test_aenqueue_and_aget_result(jq):
+    async def scenario():
+        result = await tasks.add.aenqueue(2, 2)
+        found = await tasks.add.aget_result(result.id)
+        backend_found = await task_backends["default"].aget_result(result.id)
+        return result, found, backend_found
+
+    result, found, backend_found = asyncio.run(scenario())
+    assert result.status == TaskResultStatus.READY
+    assert found.id == backend_found.id == result.id
+    assert json.loads(_queue(jq)[0])["id"] == result.id
+
+
+def test_aget_result_of_an_unknown_id(jq):
+    with pytest.raises(TaskResultDoesNotExist):
+        asyncio.run(tasks.add.aget_result("f" * 32))
+
+
+# ------------------------------------------------------------------ validate_task
+def test_a_queue_outside_queues_is_refused(jq, settings):
+    _set_queues(settings, ["default", "mail"])
+    tasks.on_mail_queue.enqueue()
+    with pytest.raises(InvalidTask, match="Queue 'reports' is not valid"):
+        tasks.add.using(queue_name="reports")
+    assert _queue(jq, "reports") == []
+
+
+def test_a_task_defined_on_a_queue_later_removed_from_queues_is_refused(jq, settings):
+    _set_queues(settings, ["default"])
+    with pytest.raises(InvalidTask, match="Queue 'mail' is not valid"):
+        tasks.on_mail_queue.enqueue()
+    assert _keys(jq) == set()
+
+
+def test_empty_queues_allow_any_queue(jq):
+    tasks.add.using(queue_name="anything-at-all").enqueue(1, 2)
+    assert len(_queue(jq, "anything-at-all")) == 1
+
+
+@pytest.mark.parametrize("priority", [101, -101, 1.5])
+def test_a_priority_out_of_range_is_refused(jq, priority):
+    with pytest.raises(InvalidTask, match="priority must be a whole number between -100 and 100"):
+        tasks.add.using(priority=priority)
+
+
+def test_the_priority_limits_are_accepted(jq):
+    tasks.add.using(priority=100).enqueue(1, 1)
+    tasks.add.using(priority=-100).enqueue(2, 2)
+    assert jq.redis.zcard(jq.key("jobqueue", "priority", "default")) == 2
+
+
+def test_takes_context_needs_a_context_parameter(jq):
+    with pytest.raises(InvalidTask, match="first argument of 'context'"):
+        task(takes_context=True)(no_context)
+
+
+def test_a_task_must_be_a_module_level_function(jq):
+    def nested() -> None:
+        pass
+
+    with pytest.raises(InvalidTask, match="module level"):
+        task()(nested)
+
+
+def test_bad_jobqueue_task_options_are_refused(jq):
+    with pytest.raises(InvalidTask, match="max_attempts must be a whole number >= 1, got 0"):
+        dataclasses.replace(tasks.add, max_attempts=0)
+    with pytest.raises(InvalidTask, match="timeout must be a number of seconds > 0"):
+        dataclasses.replace(tasks.add, timeout=-1)
+
+
+# ------------------------------------------------------------------ jobqueue.enqueue_to
+def test_enqueue_to_pushes_a_plain_resque_job_byte_for_byte(jq):
+    assert jobqueue.enqueue_to("ruby", "Archive", 42, "tar") is None
+    assert _raw_client(jq).lrange(jq.key("queue", "ruby"), 0, -1) == [
+        b'{"class":"Archive","args":[42,"tar"]}']
+    assert jq.redis.smembers(jq.key("queues")) == {"ruby"}
+    assert not [k for k in _keys(jq) if ":jobqueue:result:" in k]
+
+
+def test_enqueue_to_writes_raw_utf8_and_nested_values(jq):
+    jobqueue.enqueue_to("ruby", "Mailer::Deliver", "zoë €", {"a": [1, None, True]}, 2.5)
+    assert _raw_client(jq).lrange(jq.key("queue", "ruby"), 0, -1) == [
+        '{"class":"Mailer::Deliver","args":["zoë €",{"a":[1,null,true]},2.5]}'.encode()]
+
+
+def test_enqueue_to_without_arguments(jq):
+    jobqueue.enqueue_to("ruby", "Cleanup")
+    assert _queue(jq, "ruby") == ['{"class":"Cleanup","args":[]}']
+
+
+@pytest.mark.parametrize("bad", [datetime(2030, 1, 1, tzinfo=UTC), {1, 2}, object(), {1: "a"},
+                                 float("nan")], ids=["datetime", "set", "object", "int-key",
+                                                     "nan"])
+def test_enqueue_to_rejects_arguments_json_cannot_carry_and_writes_nothing(jq, bad):
+    with pytest.raises(InvalidTaskArguments, match="Arguments for Archive"):
+        jobqueue.enqueue_to("ruby", "Archive", 1, bad)
+    assert _keys(jq) == set()
+
+
+@pytest.mark.parametrize(("queue", "name"), [("", "Archive"), ("ruby", ""), (None, "Archive")])
+def test_enqueue_to_needs_a_queue_and_a_class_name(jq, queue, name):
+    with pytest.raises(ValueError, match="needs a queue name and a class name"):
+        jobqueue.enqueue_to(queue, name, 1)
+    assert _keys(jq) == set()
+
+
+def test_enqueue_to_uses_the_named_backend(jq, settings):
+    settings.TASKS = {**settings.TASKS, "ruby": {
+        "BACKEND": "jobqueue.backends.redis.RedisBackend", "QUEUES": [],
+        "OPTIONS": {"URL": jq.url, "NAMESPACE": f"{jq.namespace}:ruby"}}}
+    jobqueue.enqueue_to("jobs", "Archive", 1, backend="ruby")
+    assert jq.redis.lrange(jq.key("ruby", "queue", "jobs"), 0, -1) == [
+        '{"class":"Archive","args":[1]}']
+    assert _queue(jq, "jobs") == []
+
+
+def test_a_job_from_enqueue_to_runs_its_mapped_task(jq):
+    jobqueue.enqueue_to("default", "Archive", 7, "zip")
+    _run(jq)
+    assert jq.redis.lrange(jq.key("test:archive"), 0, -1) == ["(7, 'zip')"]

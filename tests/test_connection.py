@@ -1,0 +1,325 @@
+"""``jobqueue/connection.py``: Redis URLs, clients shared per process, ``CACHE`` aliases, and a
+backend that never connects until its first command.
+
+A unix-socket Redis and a password-protected one are started here as private servers, so the
+``unix://`` scheme and the shared cache password are exercised for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import jobqueue
+from jobqueue.backends.redis import RedisBackend
+from jobqueue.broker import get_broker
+from jobqueue.connection import CLIENT_DEFAULTS, get_client, url_from_cache, validate_url
+from jobqueue.exceptions import BrokerUnavailable, ConfigurationError
+from jobqueue.redis_server import find_redis_server
+from tests.testapp import tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+DJANGO_REDIS = "django_redis.cache.RedisCache"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _unix_redis(*config: str) -> Iterator[str]:
+    """Run ``redis-server --port 0 --unixsocket <tmp>/r.sock``; yield the socket path."""
+    found = find_redis_server()
+    if found is None:
+        pytest.skip("no redis-server binary")
+    directory = tempfile.mkdtemp(prefix="jqconn")  # short: unix socket paths are limited
+    path = os.path.join(directory, "r.sock")
+    proc = subprocess.Popen(
+        [found[0], "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no",
+         "--dir", directory, *config],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not create its unix socket")
+            time.sleep(0.02)
+        yield path
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def unix_redis() -> Iterator[str]:
+    with _unix_redis() as path:
+        yield path
+
+
+@pytest.fixture
+def password_redis() -> Iterator[str]:
+    with _unix_redis("--requirepass", "s3cret-pw") as path:
+        yield path
+
+
+def _use(settings, alias: str = "default", **options) -> None:
+    settings.TASKS = {**settings.TASKS, alias: {
+        "BACKEND": "jobqueue.backends.redis.RedisBackend", "QUEUES": [], "OPTIONS": options}}
+
+
+@contextlib.contextmanager
+def _sent(client: redis.Redis) -> Iterator[list[bytes]]:
+    """Record every packet the client's connections send."""
+    packets: list[bytes] = []
+    cls = client.connection_pool.connection_class
+    original = cls.send_packed_command
+
+    def spy(self, command, *args, **kwargs):
+        chunks = [command] if isinstance(command, bytes | str) else list(command)
+        packets.append(b"".join(c if isinstance(c, bytes) else str(c).encode() for c in chunks))
+        return original(self, command, *args, **kwargs)
+
+    cls.send_packed_command = spy
+    try:
+        yield packets
+    finally:
+        cls.send_packed_command = original
+
+
+# ------------------------------------------------------------------ URLs
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://:pw@redis.example:6380/2",
+                                 "unix:///var/run/redis.sock", "unix:///tmp/r.sock?db=3"])
+def test_redis_rediss_and_unix_urls_are_valid(url):
+    assert validate_url(url, "where") == url
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/", "localhost:6379", "tcp://h:1", "r.sock"])
+def test_other_schemes_are_refused_naming_the_setting(url):
+    with pytest.raises(ConfigurationError) as caught:
+        validate_url(url, "TASKS['x']['OPTIONS']['URL']")
+    assert str(caught.value) == (f"TASKS['x']['OPTIONS']['URL'] = {url!r} is not a Redis URL: "
+                                 "use redis://, rediss:// or unix://")
+
+
+def test_a_rediss_url_makes_a_tls_client_without_connecting():
+    client = get_client(f"rediss://127.0.0.1:{_closed_port()}/0")
+    assert issubclass(client.connection_pool.connection_class, redis.SSLConnection)
+
+
+# ------------------------------------------------------------------ clients
+def test_one_client_per_url_and_options(jq):
+    client = get_client(jq.url)
+    assert get_client(jq.url) is client
+    assert get_client(jq.url, {}) is client
+    assert get_client(jq.url, {"socket_timeout": 7}) is not client
+    assert get_client(jq.url, {"socket_timeout": 7}) is get_client(jq.url, {"socket_timeout": 7})
+
+
+def test_the_broker_uses_the_shared_client(jq):
+    assert get_broker().client is get_client(jq.url)
+
+
+def test_clients_get_the_documented_defaults(jq):
+    kwargs = get_client(jq.url).connection_pool.connection_kwargs
+    for name, value in CLIENT_DEFAULTS.items():
+        if name in ("lib_name", "lib_version") and "driver_info" in kwargs:
+            continue  # redis-py 8 spells "send no CLIENT SETINFO" as driver_info=None
+        assert kwargs[name] == value, name
+    assert kwargs["decode_responses"] is False
+
+
+def test_connection_kwargs_override_the_defaults(jq, settings):
+    _use(settings, URL=jq.url, NAMESPACE=jq.namespace,
+         CONNECTION_KWARGS={"socket_timeout": 11, "socket_keepalive": False})
+    kwargs = get_broker().client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_keepalive"]) == (11, False)
+    assert kwargs["socket_connect_timeout"] == CLIENT_DEFAULTS["socket_connect_timeout"]
+
+
+def test_a_new_connection_costs_one_round_trip(jq):
+    # No HELLO, no CLIENT SETINFO, no health-check PING: a forked job's first command is its
+    # only round trip.
+    client = get_client(jq.url, {"socket_timeout": 29.5})
+    client.connection_pool.disconnect()
+    with _sent(client) as packets:
+        assert client.ping() is True
+    assert len(packets) == 1
+    assert b"PING" in packets[0]
+    assert b"HELLO" not in packets[0] and b"SETINFO" not in packets[0]
+
+
+# ------------------------------------------------------------------ unix sockets
+def test_a_unix_socket_url_really_works(jq, settings, unix_redis):
+    _use(settings, URL=f"unix://{unix_redis}", NAMESPACE=jq.namespace)
+    result = tasks.add.enqueue(2, 3)
+    raw = redis.Redis(unix_socket_path=unix_redis, decode_responses=True)
+    [entry] = raw.lrange(f"{jq.namespace}:queue:default", 0, -1)
+    assert f'"id":"{result.id}"' in entry
+    assert raw.sismember(f"{jq.namespace}:queues", "default")
+    assert tasks.add.get_result(result.id).status == "READY"
+    # ...and the session's TCP Redis saw nothing of it
+    assert jq.redis.llen(jq.key("queue", "default")) == 0
+
+
+def test_a_unix_socket_url_selects_its_database(jq, settings, unix_redis):
+    _use(settings, URL=f"unix://{unix_redis}?db=3", NAMESPACE=jq.namespace)
+    tasks.add.enqueue(1, 1)
+    assert redis.Redis(unix_socket_path=unix_redis, db=3).llen(
+        f"{jq.namespace}:queue:default") == 1
+    assert redis.Redis(unix_socket_path=unix_redis, db=0).llen(
+        f"{jq.namespace}:queue:default") == 0
+
+
+# ------------------------------------------------------------------ CACHE
+def test_cache_shares_the_location_and_password_of_a_django_redis_cache(jq, settings,
+                                                                       password_redis):
+    url = f"unix://{password_redis}"
+    settings.CACHES = {**settings.CACHES, "jobs": {
+        "BACKEND": DJANGO_REDIS, "LOCATION": url, "OPTIONS": {"PASSWORD": "s3cret-pw"}}}
+    _use(settings, CACHE="jobs", NAMESPACE=jq.namespace)
+    backend = tasks.add.get_backend()
+    assert backend.config.url == url
+    assert backend.config.connection_kwargs == {"password": "s3cret-pw"}
+    result = tasks.add.enqueue(4, 5)
+    raw = redis.Redis(unix_socket_path=password_redis, password="s3cret-pw")
+    assert raw.llen(f"{jq.namespace}:queue:default") == 1
+    assert tasks.add.get_result(result.id).args == [4, 5]
+
+
+def test_the_cache_really_is_the_same_redis(jq, settings, password_redis):
+    settings.CACHES = {**settings.CACHES, "jobs": {
+        "BACKEND": DJANGO_REDIS, "LOCATION": f"unix://{password_redis}",
+        "OPTIONS": {"PASSWORD": "s3cret-pw"}}}
+    _use(settings, CACHE="jobs", NAMESPACE=jq.namespace)
+    from django.core.cache import caches
+
+    caches["jobs"].set("greeting", "hello")
+    client = get_broker().client
+    assert any(b"greeting" in key for key in client.keys("*"))
+
+
+def test_without_the_password_the_redis_refuses(jq, settings, password_redis):
+    settings.CACHES = {**settings.CACHES, "jobs": {
+        "BACKEND": DJANGO_REDIS, "LOCATION": f"unix://{password_redis}"}}
+    _use(settings, CACHE="jobs", NAMESPACE=jq.namespace)
+    with pytest.raises(redis.RedisError):  # NOAUTH or an unauthenticated-protocol error
+        tasks.add.enqueue(1, 2)
+    assert redis.Redis(unix_socket_path=password_redis, password="s3cret-pw").dbsize() == 0
+
+
+def test_connection_kwargs_win_over_the_cache_password(settings):
+    settings.CACHES = {**settings.CACHES, "jobs": {
+        "BACKEND": DJANGO_REDIS, "LOCATION": "redis://cache:6379/1",
+        "OPTIONS": {"PASSWORD": "from-cache"}}}
+    backend = RedisBackend("default", {"OPTIONS": {
+        "CACHE": "jobs", "CONNECTION_KWARGS": {"password": "mine", "db": 2}}})
+    assert backend.config.url == "redis://cache:6379/1"
+    assert backend.config.connection_kwargs == {"password": "mine", "db": 2}
+
+
+def test_cache_takes_the_first_location_of_a_list(settings):
+    settings.CACHES = {**settings.CACHES, "jobs": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": ["redis://primary:6379/0", "redis://replica:6379/0"]}}
+    assert url_from_cache("jobs", "where") == ("redis://primary:6379/0", {})
+
+
+def test_cache_alias_must_exist(settings):
+    with pytest.raises(ConfigurationError) as caught:
+        url_from_cache("nope", "TASKS['default']['OPTIONS']['CACHE']")
+    assert str(caught.value) == ("TASKS['default']['OPTIONS']['CACHE'] names cache 'nope', "
+                                 "which is not in CACHES")
+
+
+@pytest.mark.parametrize(("cache", "message"), [
+    ({"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "snowflake"},
+     "CACHES['jobs']['LOCATION'] = 'snowflake' is not a Redis URL: "
+     "use redis://, rediss:// or unix://"),
+    ({"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+     "CACHES['jobs']['LOCATION'] must be a Redis URL string, got None"),
+    ({"BACKEND": DJANGO_REDIS, "LOCATION": []},
+     "CACHES['jobs']['LOCATION'] must be a Redis URL string, got None"),
+])
+def test_a_cache_that_is_not_redis_is_refused(settings, cache, message):
+    settings.CACHES = {**settings.CACHES, "jobs": cache}
+    with pytest.raises(ConfigurationError) as caught:
+        url_from_cache("jobs", "where")
+    assert str(caught.value) == message
+
+
+def test_a_cache_option_follows_its_cache_when_caches_change(jq, settings, unix_redis):
+    settings.CACHES = {**settings.CACHES, "jobs": {"BACKEND": DJANGO_REDIS, "LOCATION": jq.url}}
+    _use(settings, CACHE="jobs", NAMESPACE=jq.namespace)
+    tasks.add.enqueue(1, 1)
+    assert jq.redis.llen(jq.key("queue", "default")) == 1
+    settings.CACHES = {**settings.CACHES, "jobs": {
+        "BACKEND": DJANGO_REDIS, "LOCATION": f"unix://{unix_redis}"}}
+    tasks.add.enqueue(2, 2)
+    assert jq.redis.llen(jq.key("queue", "default")) == 1
+    assert redis.Redis(unix_socket_path=unix_redis).llen(jq.key("queue", "default")) == 1
+
+
+# ------------------------------------------------------------------ never connect early
+def test_building_a_backend_never_connects(settings):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+        _use(settings, URL=url, NAMESPACE="jqnever")
+        backend = tasks.add.get_backend()
+        assert backend.config.url == url
+        assert backend.broker.namespace == "jqnever"  # the broker is built, still no socket
+        assert list(backend.check()) == []
+        backend.validate_task(tasks.add)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+def test_an_unreachable_redis_constructs_and_fails_on_first_command(jq, settings):
+    port = _closed_port()
+    _use(settings, URL=f"redis://127.0.0.1:{port}/0", NAMESPACE=jq.namespace)
+    backend = tasks.add.get_backend()
+    assert isinstance(backend, RedisBackend)
+    with pytest.raises(BrokerUnavailable) as caught:
+        tasks.add.enqueue(1, 2)
+    message = str(caught.value)
+    assert message.startswith("Redis is unavailable: ")
+    assert f"127.0.0.1:{port}" in message
+    with pytest.raises(BrokerUnavailable):
+        backend.get_result("0" * 32)
+    with pytest.raises(BrokerUnavailable):
+        jobqueue.enqueue_to("ruby", "Archive", 1)
+
+
+def _manage(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update({"JOBQUEUE_TEST_REDIS_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings",
+                "JOBQUEUE_TEST_NAMESPACE": "jqcheck",
+                "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])})
+    return subprocess.run([sys.executable, "-m", "django", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_manage_py_check_passes_and_check_deploy_warns_for_an_unreachable_redis():
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    plain = _manage("check", url=url)
+    assert plain.returncode == 0, plain.stderr
+    assert "jobqueue" not in plain.stdout + plain.stderr
+    deploy = _manage("check", "--deploy", url=url)
+    assert deploy.returncode == 0, deploy.stderr
+    assert f"(jobqueue.W001) Redis for TASKS['default'] ({url}) is unreachable" in deploy.stderr
