@@ -646,9 +646,14 @@ def test_enqueue_to_without_arguments(jq):
                                  float("nan")], ids=["datetime", "set", "object", "int-key",
                                                      "nan"])
 def test_enqueue_to_rejects_arguments_json_cannot_carry_and_writes_nothing(jq, bad):
-    with pytest.raises(InvalidTaskArguments, match="Arguments for Archive"):
+    with pytest.raises(InvalidTaskArguments, match=r"Arguments of Archive .*args\[1\]"):
         jobqueue.enqueue_to("ruby", "Archive", 1, bad)
     assert _keys(jq) == set()
+
+
+def test_enqueue_to_turns_tuples_into_lists_as_task_enqueue_does(jq):
+    jobqueue.enqueue_to("ruby", "Archive", (1, 2), {"k": (3,)})
+    assert _queue(jq, "ruby") == ['{"class":"Archive","args":[[1,2],{"k":[3]}]}']
 
 
 @pytest.mark.parametrize(("queue", "name"), [("", "Archive"), ("ruby", ""), (None, "Archive")])

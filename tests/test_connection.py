@@ -212,13 +212,22 @@ def test_the_cache_really_is_the_same_redis(jq, settings, password_redis):
     assert any(b"greeting" in key for key in client.keys("*"))
 
 
-def test_without_the_password_the_redis_refuses(jq, settings, password_redis):
+def test_without_the_password_enqueue_says_redis_wants_one_and_writes_nothing(
+        jq, settings, password_redis):
     settings.CACHES = {**settings.CACHES, "jobs": {
         "BACKEND": DJANGO_REDIS, "LOCATION": f"unix://{password_redis}"}}
     _use(settings, CACHE="jobs", NAMESPACE=jq.namespace)
-    with pytest.raises(redis.RedisError):  # NOAUTH or an unauthenticated-protocol error
+    with pytest.raises(BrokerUnavailable, match="requires a password"):
         tasks.add.enqueue(1, 2)
+    with pytest.raises(BrokerUnavailable, match="requires a password"):
+        tasks.add.enqueue("x" * 100_000)  # a large command gets a protocol error instead
     assert redis.Redis(unix_socket_path=password_redis, password="s3cret-pw").dbsize() == 0
+
+
+def test_with_a_wrong_password_enqueue_raises_broker_unavailable(jq, settings, password_redis):
+    _use(settings, URL=f"unix://:wrong@{password_redis}", NAMESPACE=jq.namespace)
+    with pytest.raises(BrokerUnavailable, match="password"):
+        tasks.add.enqueue(1, 2)
 
 
 def test_connection_kwargs_win_over_the_cache_password(settings):

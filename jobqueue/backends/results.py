@@ -131,7 +131,11 @@ def check_arguments(task: Task, args: Any, kwargs: Any) -> tuple[list[Any], dict
     (datetimes, sets, bytes, objects, non-string keys, NaN) raises, naming the argument, before
     a single byte is written.
     """
-    where = task.module_path
+    return json_arguments(task.module_path, args, kwargs)
+
+
+def json_arguments(where: str, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+    """``check_arguments`` for a job named ``where`` (a task path or a Resque class name)."""
     problem = _unsupported("args", list(args)) or _unsupported("kwargs", dict(kwargs))
     if problem:
         raise InvalidTaskArguments(f"Arguments of {where} must be JSON-serialisable: {problem}")

@@ -96,6 +96,13 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
             return fn()
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
+        except redis.ResponseError as exc:
+            if not _auth_refused(exc):
+                raise
+            raise BrokerUnavailable(
+                f"Redis refused the connection: it requires a password ({exc}). Put it in "
+                "the URL (redis://:PASSWORD@host:6379/0) or in OPTIONS['CONNECTION_KWARGS']"
+                "['password']") from exc
 
     def _pipeline_scripts(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
         """Run several scripts in one round trip with plain EVALSHA.
@@ -357,6 +364,13 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
             pipe.execute()
 
         self._call(run)
+
+
+def _auth_refused(exc: redis.ResponseError) -> bool:
+    """True for Redis' answers to a client that did not authenticate (NOAUTH, and the
+    protocol error a large unauthenticated command gets)."""
+    message = str(exc)
+    return message.startswith("NOAUTH") or "unauthenticated" in message
 
 
 def _new_id() -> str:
