@@ -90,6 +90,20 @@ def test_task_keyword_arguments_are_forwarded_and_win_over_job_options():
     assert task_option(both_ways.using(priority=1), "max_attempts") == 2
 
 
+def test_where_task_keywords_are_not_forwarded_they_fail_loudly_and_job_options_works():
+    """Django 6.0's ``@task`` takes no extra keywords: say so at import, never ignore them.
+
+    (Every other version forwards them; the tests above cover that. This one pins what
+    6.0 users meet, so each environment of the matrix runs one of the two branches.)
+    """
+    if TASK_FORWARDS_KWARGS:
+        assert task(max_attempts=2)(with_options.func).max_attempts == 2
+        return
+    with pytest.raises(TypeError, match="max_attempts"):
+        task(max_attempts=2)(with_options.func)
+    assert task_option(tasks.flaky, "max_attempts") == 3  # @job_options under @task
+
+
 @forwarding
 @pytest.mark.parametrize("options", [{"max_attempts": 0}, {"timeout": -1}, {"backoff": "x"}])
 def test_bad_forwarded_options_are_rejected_when_the_task_is_defined(options):
