@@ -68,6 +68,7 @@ class ForkMixin:
             os.close(read_fd)
         report = _parse(data)
         if report is not None:
+            watch.reported_at = time.monotonic()  # from now on it only has to exit
             self.outage.retry(lambda: apply_report(self.broker, self.id, reservation, report,
                                                    defer=True), "record job outcome")
             self._exiting.append(watch)

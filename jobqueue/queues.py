@@ -13,11 +13,30 @@ _GLOB_CHARS = frozenset("*?[]{}")
 
 
 def parse(value: str | Sequence[str] | None) -> list[str]:
-    """Split ``"critical, high,low"`` (or a list of such) into patterns, dropping blanks."""
+    """Split ``"critical, high,low"`` (or a list of such) into patterns, dropping blanks.
+
+    A comma inside braces belongs to the pattern: ``"{low,high}_mail,default"`` is two
+    patterns. (Ruby's ``QUEUES.split(',')`` would cut the braces apart; jobqueue keeps them,
+    so ``-q '{low,high}_mail'`` means what it says.)
+    """
     if value is None:
         return []
     items = [value] if isinstance(value, str) else list(value)
-    return [p.strip() for item in items for p in item.split(",") if p.strip()]
+    return [p.strip() for item in items for p in _split_outside_braces(item) if p.strip()]
+
+
+def _split_outside_braces(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char == "{":
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
 
 
 def from_environment() -> list[str]:

@@ -161,13 +161,18 @@ class JobRunner:
         result = self.task_result(task, reservation)
         job = reservation.job
         started = time.perf_counter()
-        if self.manage_connections:
-            close_old_connections()
-        task_started.send_robust(self.backend_class, task_result=result)
         try:
+            # Inside the try: a shutdown landing in a receiver still puts the job back (and
+            # the parent's TERM at the job's deadline still counts as its timeout).
+            if self.manage_connections:
+                close_old_connections()
+            task_started.send_robust(self.backend_class, task_result=result)
             report = self._call(task, result, reservation)
         except WorkerShutdown as exc:
-            report = Report(action="requeue", error=error_from(exc))
+            if self.deadline is not None and time.monotonic() >= self.deadline - 0.01:
+                report = self._failed(task, result, reservation, JobTimeout(_timeout_text(task)))
+            else:
+                report = Report(action="requeue", error=error_from(exc))
         finally:
             if self.manage_connections:
                 close_old_connections()

@@ -24,6 +24,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -100,6 +101,7 @@ class Worker(ForkMixin):
         self._next_promote = 0.0
         self._next_reap = 0.0
         self._exiting: list[ChildWatch] = []  # children that reported and are exiting
+        self._beater: tuple[threading.Event, threading.Thread] | None = None  # --no-fork
         self.id = self._make_id()
 
     def _make_id(self) -> str:
@@ -129,6 +131,8 @@ class Worker(ForkMixin):
         self.runner.manage_connections = self.manage_db_connections
         self.runner.defer_acks = True
         self.outage.retry(self._register, "register worker")
+        if not self.fork:
+            self._start_beating()
         hooks.worker_started.send_robust(type(self), worker=self)
         logger.info("Worker %s started (%s, queues %s)", self.id,
                     "fork per job" if self.fork else "no fork", ",".join(self.patterns))
@@ -143,6 +147,7 @@ class Worker(ForkMixin):
 
     def _teardown(self) -> None:
         self._reap_exiting(block=True)
+        self._stop_beating()
         try:
             # Normally nothing is held here; after a crash in this loop the reserved job would
             # vanish with our records, so settle it first (Resque fails it as a DirtyExit).
@@ -190,6 +195,7 @@ class Worker(ForkMixin):
         if self._exiting:
             self._reap_exiting()
         if self.shutdown or self.paused:
+            self.broker.flush()  # no reserve will carry the last job's acknowledgement
             return False
         self._maybe_housekeeping()
         queues = self.broker.expand_queues(self.patterns)
@@ -256,6 +262,37 @@ class Worker(ForkMixin):
             self.shutdown = True
         finally:
             self._in_job = False
+
+    def _start_beating(self) -> None:
+        """``--no-fork``: beat from a thread, because a running job holds the main thread.
+
+        Without it a job longer than the stale limit would get this live worker reaped by
+        another one. One thread for the worker's life (never one per job: that would cost
+        every job a thread start). Fork mode keeps no thread: a forked child must not
+        inherit one, and the parent beats while it watches its child.
+        """
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_interval):
+                try:
+                    self.broker.heartbeat(self.id)
+                except BrokerUnavailable:
+                    pass  # the main loop notices and reports outages
+                except Exception:
+                    logger.exception("Heartbeat of %s failed", self.id)
+
+        thread = threading.Thread(target=beat, name="jobqueue-heartbeat", daemon=True)
+        thread.start()
+        self._beater = (stop, thread)
+
+    def _stop_beating(self) -> None:
+        """Stop the heartbeat thread (before unregistering, so no beat outlives the worker)."""
+        if self._beater is not None:
+            stop, thread = self._beater
+            stop.set()
+            thread.join()
+            self._beater = None
 
     # ------------------------------------------------------------------ signals & waiting
     def _on_signal(self, signum: int) -> None:

@@ -397,14 +397,27 @@ def test_a_deferred_ack_of_a_job_settled_meanwhile_is_dropped(jq):
     assert _result(jq, result.id)["status"] == "RUNNING"
 
 
-def test_any_other_command_sends_deferred_acks_first(jq):
+def test_other_commands_send_deferred_acks_first_but_a_heartbeat_does_not(jq):
     result = tasks.add.enqueue(1, 2)
     _register(jq)
     reservation = _reserve(jq)
     jq.broker.finish(W, reservation.job, "default", _ok(), defer=True)
-    jq.broker.heartbeat(W)
+    jq.broker.heartbeat(W)  # may come from a --no-fork worker's heartbeat thread
+    assert _result(jq, result.id)["status"] == "RUNNING"
+    jq.broker.queue_sizes()
     assert _result(jq, result.id)["status"] == "SUCCESSFUL"
     assert not jq.redis.exists(jq.key("worker", W))
+
+
+def test_flush_sends_deferred_acks_in_one_round_trip_and_then_nothing(jq):
+    result = tasks.add.enqueue(1, 2)
+    reservation = _reserve(jq)
+    jq.broker.finish(W, reservation.job, "default", _ok(), defer=True)
+    with _round_trips(jq.broker) as packets:
+        jq.broker.flush()
+        jq.broker.flush()
+    assert len(packets) == 1
+    assert _result(jq, result.id)["status"] == "SUCCESSFUL"
 
 
 # ------------------------------------------------------------------ requeue

@@ -168,6 +168,12 @@ def test_parse_keeps_globs_and_colons():
     assert parse("mail_{high},!b?,mail:high") == ["mail_{high}", "!b?", "mail:high"]
 
 
+def test_parse_keeps_commas_inside_braces_in_their_pattern():
+    assert parse("{low,high}_mail,default") == ["{low,high}_mail", "default"]
+    assert parse("a_{x,y}_{1,2},b") == ["a_{x,y}_{1,2}", "b"]
+    assert parse("odd}name,{unclosed,x") == ["odd}name", "{unclosed,x"]
+
+
 # --------------------------------------------------------------------------- environment
 def test_from_environment_reads_queues(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("QUEUES", "critical, *")

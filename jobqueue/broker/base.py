@@ -127,6 +127,15 @@ class Broker(ABC):
         holds this job; returns whether anything was recorded.
         """
 
+    def flush(self) -> None:
+        """Send acknowledgements held back by ``finish(defer=True)`` now.
+
+        A worker calls this when it will not reserve again soon (paused, stopping), so a
+        finished job's outcome never waits for a next reserve. Brokers that never defer
+        have nothing to do.
+        """
+        return None
+
     @abstractmethod
     def requeue(self, worker_id: str, job: Job, queue: str, error: ErrorInfo | None) -> bool:
         """Put an unfinished in-flight job back at the head of its queue."""

@@ -124,6 +124,10 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
                     self.client.script_load(script.script)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def flush(self) -> None:
+        if self._deferred:
+            self._call(lambda: None)
+
     def _flush_acks(self) -> None:
         """Send acknowledgements held back by ``finish(defer=True)``."""
         self._pipeline_scripts([("finish", keys, args) for keys, args in self._deferred])
@@ -349,8 +353,11 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         self._call(run)
 
     def heartbeat(self, worker_id: str) -> None:
+        # Never carries held-back acknowledgements: those ride with this worker's next
+        # reserve, in order, and a --no-fork worker beats from a second thread.
         stamp = payload.format_heartbeat(self.now())
-        self._call(lambda: self.client.hset(self.keys.heartbeats, worker_id, stamp))
+        self._call(lambda: self.client.hset(self.keys.heartbeats, worker_id, stamp),
+                   flush=False)
 
     def unregister_worker(self, worker_id: str) -> None:
         def run() -> None:
