@@ -21,7 +21,7 @@ from typing import Any
 from django.db import close_old_connections
 
 from . import registry
-from .backends.results import restore_task
+from .backends.results import restore_task, unsupported_json
 from .broker.base import Broker, ErrorInfo, Outcome
 from .compat import (
     Task,
@@ -241,7 +241,11 @@ def _timeout_text(task: Task) -> str:
 
 
 def _json_value(task: Task, value: Any) -> Any:
-    """Normalise a return value to JSON, or raise naming the task."""
+    """Normalise a return value to JSON, or raise naming the task (arguments' rule)."""
+    problem = unsupported_json("the return value", value)
+    if problem:
+        raise InvalidTaskArguments(
+            f"Return value of {task.module_path} is not JSON-serialisable: {problem}")
     try:
         normal = normalize_json(value)
         restored = json.loads(dumps(normal))

@@ -94,7 +94,7 @@ def _first_difference(path: str, original: Any, restored: Any) -> str:
     return f"{path}: {original!r} comes back from JSON as {restored!r}"
 
 
-def _unsupported(path: str, value: Any) -> str | None:
+def unsupported_json(path: str, value: Any) -> str | None:
     """Describe the first value under ``path`` that JSON cannot hold, naming where it is.
 
     Mirrors ``normalize_json`` (mappings, sequences, scalars) except that bytes are refused:
@@ -111,13 +111,13 @@ def _unsupported(path: str, value: Any) -> str | None:
         for key, item in value.items():
             if not (key is None or isinstance(key, str | bool | int | float)):
                 return f"Unsupported type: {type(key)} as a key of {path}"
-            found = _unsupported(f"{path}[{key!r}]", item)
+            found = unsupported_json(f"{path}[{key!r}]", item)
             if found:
                 return found
         return None
     if isinstance(value, Sequence):
         for i, item in enumerate(value):
-            found = _unsupported(f"{path}[{i}]", item)
+            found = unsupported_json(f"{path}[{i}]", item)
             if found:
                 return found
         return None
@@ -136,7 +136,7 @@ def check_arguments(task: Task, args: Any, kwargs: Any) -> tuple[list[Any], dict
 
 def json_arguments(where: str, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
     """``check_arguments`` for a job named ``where`` (a task path or a Resque class name)."""
-    problem = _unsupported("args", list(args)) or _unsupported("kwargs", dict(kwargs))
+    problem = unsupported_json("args", list(args)) or unsupported_json("kwargs", dict(kwargs))
     if problem:
         raise InvalidTaskArguments(f"Arguments of {where} must be JSON-serialisable: {problem}")
     try:
