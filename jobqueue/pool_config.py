@@ -5,7 +5,7 @@ Two sources, one result (a ``PoolConfig``):
 * ``JOBQUEUE["POOL"]`` in settings: ``{"critical": 2, "default,mail": 3, "*": 1}``. A value is
   a worker count, or a dict of per-worker options with a ``count``:
   ``{"count": 2, "fork": False, "interval": 0.5, "grace_period": 30, "max_jobs": 500,
-  "backend": "default"}``.
+  "jobs_per_child": 1, "backend": "default"}``.
 * ``--config resque-pool.yml`` (needs PyYAML; a ``.json`` file needs nothing): resque-pool's
   format. A top-level mapping named after the environment (``--environment``, else
   ``RACK_ENV``, ``RAILS_ENV``, ``RESQUE_ENV``) is merged over the root; other mappings without a
@@ -29,7 +29,8 @@ from . import queues as queue_lists
 from .exceptions import ConfigurationError
 
 #: Option names of the per-worker form; ``count`` is required in it.
-OPTION_KEYS = ("count", "fork", "interval", "grace_period", "max_jobs", "backend")
+OPTION_KEYS = ("count", "fork", "interval", "grace_period", "max_jobs", "jobs_per_child",
+               "backend")
 #: Environment variables naming the environment section of a resque-pool.yml, in order.
 ENVIRONMENT_VARIABLES = ("RACK_ENV", "RAILS_ENV", "RESQUE_ENV")
 NO_YAML = (
@@ -50,6 +51,7 @@ class WorkerSpec:
     interval: float | None = None  #: ``None``: ``JOBQUEUE["INTERVAL"]``
     grace_period: float | None = None  #: ``None``: ``JOBQUEUE["GRACE_PERIOD"]``
     max_jobs: int | None = None  #: recycle the worker after this many jobs
+    jobs_per_child: int = 1  #: fork mode: jobs one forked child runs before it exits
     backend: str = "default"  #: the ``TASKS`` alias whose broker the workers serve
 
 
@@ -99,12 +101,16 @@ def _options(value: Mapping[str, Any], where: str) -> dict[str, Any]:
                 raise ConfigurationError(f"{where}['{name}'] must be a number >= {minimum:g}, "
                                          f"got {number!r}")
             options[name] = float(number)
-    if value.get("max_jobs") is not None:
-        jobs = value["max_jobs"]
-        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-            raise ConfigurationError(f"{where}['max_jobs'] must be a whole number >= 1, "
-                                     f"got {jobs!r}")
-        options["max_jobs"] = jobs
+    for name in ("max_jobs", "jobs_per_child"):
+        if value.get(name) is not None:
+            jobs = value[name]
+            if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+                raise ConfigurationError(f"{where}['{name}'] must be a whole number >= 1, "
+                                         f"got {jobs!r}")
+            options[name] = jobs
+    if options.get("jobs_per_child", 1) > 1 and options.get("fork") is False:
+        raise ConfigurationError(f"{where}: 'jobs_per_child' needs fork mode "
+                                 "(it is about forked children; 'fork' is false)")
     if "backend" in value:
         if not isinstance(value["backend"], str) or not value["backend"]:
             raise ConfigurationError(f"{where}['backend'] must be a TASKS alias, "

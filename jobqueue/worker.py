@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from . import __version__, registry
 from . import signals as hooks
 from .broker.base import Broker, WorkerInfo
+from .childlink import ChildLink
 from .conf import get_config
 from .exceptions import BrokerUnavailable, DirtyExit, WorkerShutdown
 from .forking import ForkMixin
@@ -71,6 +72,7 @@ class Worker(ForkMixin):
         grace_period: float | None = None,
         heartbeat_interval: float | None = None,
         max_jobs: int | None = None,
+        jobs_per_child: int = 1,
         backend_class: type | None = None,
         stop_when: Callable[[], bool] | None = None,
         manage_db_connections: bool = True,
@@ -86,6 +88,12 @@ class Worker(ForkMixin):
                                    else heartbeat_interval)
         self.host = name or socket.gethostname()
         self.max_jobs = max_jobs
+        if isinstance(jobs_per_child, bool) or not isinstance(jobs_per_child, int) \
+                or jobs_per_child < 1:
+            raise ValueError(f"jobs_per_child must be a whole number >= 1, got {jobs_per_child!r}")
+        #: Fork mode: how many jobs one forked child runs before it exits (1: a fork per job).
+        self.jobs_per_child = jobs_per_child
+        self._resident: ChildLink | None = None  # a child waiting for its next job
         self.backend_class = backend_class or type(None)
         # Checked between jobs and while waiting: e.g. a pooled worker whose master died.
         self.stop_when = stop_when
@@ -134,18 +142,21 @@ class Worker(ForkMixin):
         if not self.fork:
             self._start_beating()
         hooks.worker_started.send_robust(type(self), worker=self)
-        logger.info("Worker %s started (%s, queues %s)", self.id,
-                    "fork per job" if self.fork else "no fork", ",".join(self.patterns))
+        mode = "no fork" if not self.fork else "fork per job" if self.jobs_per_child == 1 \
+            else f"fork per {self.jobs_per_child} jobs"
+        logger.info("Worker %s started (%s, queues %s)", self.id, mode, ",".join(self.patterns))
 
     def _register(self) -> None:
         info = WorkerInfo(id=self.id, host=self.host, pid=os.getpid(), queues=self.patterns,
                           extra={"mode": "fork" if self.fork else "nofork",
+                                 "jobs_per_child": str(self.jobs_per_child),
                                  "version": __version__, "ppid": str(os.getppid()),
                                  "heartbeat_interval": str(self.heartbeat_interval)})
         self.broker.register_worker(info)
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
 
     def _teardown(self) -> None:
+        self._retire_resident()
         self._reap_exiting(block=True)
         self._stop_beating()
         try:

@@ -235,6 +235,21 @@ def test_per_worker_options_no_fork_and_recycling_after_max_jobs(jq, start_pool)
     assert "crash" not in pool.log() and "replacing" not in pool.log()
 
 
+def test_per_worker_jobs_per_child_runs_several_jobs_in_each_forked_child(jq, start_pool):
+    pool = start_pool({"critical": {"count": 1, "jobs_per_child": 3}})
+    [worker] = pool.wait_counts({"critical": 1})
+    for i in range(6):
+        tasks.record.using(queue_name="critical").enqueue(f"j{i}")
+    pool.wait(lambda: len(_list(jq, "record")) == 6, START_TIMEOUT, "six jobs")
+    pids = [int(entry.split(":")[1]) for entry in _list(jq, "record")]
+    assert pids == [pids[0]] * 3 + [pids[3]] * 3 and pids[0] != pids[3]
+    assert worker not in pids  # forked children, not the worker itself
+    [wid] = jq.worker_ids()
+    assert jq.redis.hget(jq.key("jobqueue", "worker", wid), "jobs_per_child") == "3"
+    pool.send(signal.SIGTERM)
+    assert pool.wait_exit() == 0
+
+
 def test_crash_looping_worker_is_restarted_with_backoff(jq, start_pool):
     started = time.monotonic()
     pool = start_pool({"critical": 1}, wait=False, SETUP=[f"{HOOKS}.crash_on_start"])

@@ -49,12 +49,14 @@ def test_per_worker_options_form():
         "critical": {"count": 2, "fork": False, "interval": 0.5, "grace_period": 30,
                      "max_jobs": 100, "backend": "default"},
         "low": {"count": 1},
+        "media": {"count": 1, "jobs_per_child": 50},
     })
-    critical, low = config.specs
+    critical, low, media = config.specs
     assert critical == WorkerSpec(key="critical", queues=("critical",), count=2, fork=False,
                                   interval=0.5, grace_period=30.0, max_jobs=100,
                                   backend="default")
     assert low == WorkerSpec(key="low", queues=("low",), count=1)
+    assert (low.jobs_per_child, media.jobs_per_child) == (1, 50)
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -71,6 +73,10 @@ def test_per_worker_options_form():
     ({"critical": {"count": 1, "interval": 0}}, "['critical']['interval'] must be a number"),
     ({"critical": {"count": 1, "grace_period": -1}}, "['critical']['grace_period'] must be"),
     ({"critical": {"count": 1, "max_jobs": 0}}, "['critical']['max_jobs'] must be a whole"),
+    ({"critical": {"count": 1, "jobs_per_child": 0}},
+     "['critical']['jobs_per_child'] must be a whole"),
+    ({"critical": {"count": 1, "jobs_per_child": 5, "fork": False}},
+     "['critical']: 'jobs_per_child' needs fork mode"),
     ({"critical": {"count": 1, "backend": ""}}, "['critical']['backend'] must be a TASKS"),
     ({1: 1}, "JOBQUEUE['POOL'][1]: a queue list must be a string"),
     (["critical"], "JOBQUEUE['POOL'] must map queue lists to worker counts, got list"),

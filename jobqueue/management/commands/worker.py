@@ -41,12 +41,20 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="host part of the worker id")
         parser.add_argument("--max-jobs", type=int, default=None,
                             help="exit after this many jobs")
+        parser.add_argument("--jobs-per-child", type=int, default=1, metavar="N",
+                            help="fork mode: let one forked child run up to N jobs before it "
+                                 "exits (default 1: a fresh child per job)")
         parser.add_argument("--backend", default=DEFAULT_TASK_BACKEND_ALIAS,
                             help="TASKS alias to serve (default: 'default')")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
         patterns = queue_lists.parse(options["queues"]) or queue_lists.from_environment()
+        if options["jobs_per_child"] < 1:
+            raise CommandError("--jobs-per-child must be 1 or more")
+        if options["no_fork"] and options["jobs_per_child"] > 1:
+            raise CommandError("--jobs-per-child needs fork mode: a --no-fork worker runs "
+                               "every job in its own process already")
         try:
             get_config()
             broker = get_broker(options["backend"])
@@ -58,6 +66,7 @@ class Command(BaseCommand):
             fork=not options["no_fork"], burst=options["burst"],
             interval=options["interval"], name=options["name"],
             grace_period=options["grace"], max_jobs=options["max_jobs"],
+            jobs_per_child=options["jobs_per_child"],
             backend_class=type(task_backends[options["backend"]]),
         )
         worker.work()
