@@ -5,6 +5,9 @@ What is pinned here: the bytes ``enqueue()`` writes and that it writes them in o
 that nothing is written for arguments JSON cannot carry; the ``TaskResult`` a caller gets back
 at every stage; the feature flags and the behaviour behind each; Django's signals; the bulk,
 async and ``enqueue_to`` entry points; and ``validate_task``'s refusals.
+
+Longer than 500 lines on purpose: it is the one place that pins the Django-facing contract of
+the backend, and splitting it would scatter one module's behaviour over several files.
 """
 
 from __future__ import annotations

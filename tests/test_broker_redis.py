@@ -5,6 +5,9 @@ Every record is checked in the shape Ruby Resque writes it (``worker:<id>``, ``<
 the ``stat`` counters, ``workers``, ``worker:<id>:started``, ``workers:heartbeat``), because
 Ruby workers and resque-web read the same keys. The monitor's half of the broker is covered by
 ``test_redis_inspect.py``.
+
+Longer than 500 lines on purpose: one test per record and step of the hot path, each short;
+the monitor's half already lives apart.
 """
 
 from __future__ import annotations

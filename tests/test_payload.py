@@ -3,6 +3,9 @@
 Golden strings come from Resque's wire format as Ruby Resque 3.0, resque-scheduler 5.0 and
 node-resque 9.7 actually write it (``/work/shared/design/resque-wire.md``): a byte that
 differs breaks Ruby's remove-by-value operations, resque-web, or node's tooling.
+
+Longer than 500 lines on purpose: mostly golden strings and parametrised cases, one per wire
+format fact; they belong beside each other.
 """
 
 from __future__ import annotations

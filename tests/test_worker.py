@@ -5,6 +5,9 @@ Every worker here is a real ``python -m django worker`` against the session's re
 ``tests.settings_pool`` so that ``tests.testapp.worker_tasks`` is a task module and its hook
 receivers can be connected as ``SETUP`` hooks (see ``tests/worker_support.py``). Facts about
 processes come from ``/proc``; facts about jobs from Redis.
+
+Longer than 500 lines on purpose: each test starts real processes and needs its own set-up
+lines; signals live apart in ``test_worker_signals.py``, pipes in ``test_forking.py``.
 """
 
 from __future__ import annotations
