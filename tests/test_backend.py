@@ -13,13 +13,11 @@ the backend, and splitting it would scatter one module's behaviour over several 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -39,6 +37,7 @@ from jobqueue.compat import (
     task_enqueued,
 )
 from jobqueue.exceptions import InvalidTaskArguments
+from tests.redis_support import sent_packets
 from tests.testapp import tasks
 
 RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -82,24 +81,10 @@ def _set_queues(settings, queues: list[str]) -> None:
     settings.TASKS = {**settings.TASKS, "default": {**settings.TASKS["default"], "QUEUES": queues}}
 
 
-@contextlib.contextmanager
-def _round_trips(jq) -> Iterator[list[bytes]]:
-    """Record each packet the broker's client sends: one packet is one round trip."""
-    client = jq.broker.client
-    cls = client.connection_pool.connection_class
-    original = cls.send_packed_command
-    packets: list[bytes] = []
 
-    def spy(self, command, *args, **kwargs):
-        chunks = [command] if isinstance(command, bytes | str) else list(command)
-        packets.append(b"".join(c if isinstance(c, bytes) else str(c).encode() for c in chunks))
-        return original(self, command, *args, **kwargs)
 
-    cls.send_packed_command = spy
-    try:
-        yield packets
-    finally:
-        cls.send_packed_command = original
+def _round_trips(jq: Any) -> Any:
+    return sent_packets(jq.broker.client)
 
 
 def _warm_up(jq) -> None:

@@ -12,13 +12,11 @@ the monitor's half already lives apart.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import socket
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +29,7 @@ from jobqueue.broker.redis import RedisBroker
 from jobqueue.connection import get_client
 from jobqueue.exceptions import BrokerUnavailable
 from jobqueue.job import BadJob, Job, Reservation
+from tests.redis_support import sent_packets
 from tests.testapp import tasks
 
 W = "testhost:4242:default"
@@ -74,23 +73,6 @@ def _ordered_keys(raw: str) -> list[str]:
     return [key for key, _ in json.loads(raw, object_pairs_hook=list)]
 
 
-@contextlib.contextmanager
-def _round_trips(broker: Any) -> Iterator[list[bytes]]:
-    """Record each packet the broker sends (one packet is one round trip)."""
-    cls = broker.client.connection_pool.connection_class
-    original = cls.send_packed_command
-    packets: list[bytes] = []
-
-    def spy(self, command, *args, **kwargs):
-        chunks = [command] if isinstance(command, bytes | str) else list(command)
-        packets.append(b"".join(c if isinstance(c, bytes) else str(c).encode() for c in chunks))
-        return original(self, command, *args, **kwargs)
-
-    cls.send_packed_command = spy
-    try:
-        yield packets
-    finally:
-        cls.send_packed_command = original
 
 
 def _closed_port() -> int:
@@ -144,7 +126,7 @@ def test_reserve_marks_the_result_running_in_the_same_step(jq):
 def test_reserve_is_one_round_trip(jq):
     assert jq.broker.reserve(W, ["default"]) is None  # loads the script
     tasks.add.enqueue(1, 2)
-    with _round_trips(jq.broker) as packets:
+    with sent_packets(jq.broker.client) as packets:
         reservation = jq.broker.reserve(W, ["default"])
     assert isinstance(reservation, Reservation)
     assert len(packets) == 1 and b"EVALSHA" in packets[0]
@@ -368,7 +350,7 @@ def test_a_deferred_ack_rides_with_the_next_reserve(jq):
     assert jq.redis.exists(jq.key("worker", W))
     assert _result(jq, first_result.id)["status"] == "RUNNING"
     assert _stat(jq, "processed") == 0
-    with _round_trips(jq.broker) as packets:
+    with sent_packets(jq.broker.client) as packets:
         second = jq.broker.reserve(W, ["default"])
     assert len(packets) == 1
     assert isinstance(second, Reservation)
@@ -416,7 +398,7 @@ def test_flush_sends_deferred_acks_in_one_round_trip_and_then_nothing(jq):
     result = tasks.add.enqueue(1, 2)
     reservation = _reserve(jq)
     jq.broker.finish(W, reservation.job, "default", _ok(), defer=True)
-    with _round_trips(jq.broker) as packets:
+    with sent_packets(jq.broker.client) as packets:
         jq.broker.flush()
         jq.broker.flush()
     assert len(packets) == 1

@@ -27,6 +27,7 @@ from jobqueue.broker import get_broker
 from jobqueue.connection import CLIENT_DEFAULTS, get_client, url_from_cache, validate_url
 from jobqueue.exceptions import BrokerUnavailable, ConfigurationError
 from jobqueue.redis_server import find_redis_server
+from tests.redis_support import sent_packets
 from tests.testapp import tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,23 +82,6 @@ def _use(settings, alias: str = "default", **options) -> None:
         "BACKEND": "jobqueue.backends.redis.RedisBackend", "QUEUES": [], "OPTIONS": options}}
 
 
-@contextlib.contextmanager
-def _sent(client: redis.Redis) -> Iterator[list[bytes]]:
-    """Record every packet the client's connections send."""
-    packets: list[bytes] = []
-    cls = client.connection_pool.connection_class
-    original = cls.send_packed_command
-
-    def spy(self, command, *args, **kwargs):
-        chunks = [command] if isinstance(command, bytes | str) else list(command)
-        packets.append(b"".join(c if isinstance(c, bytes) else str(c).encode() for c in chunks))
-        return original(self, command, *args, **kwargs)
-
-    cls.send_packed_command = spy
-    try:
-        yield packets
-    finally:
-        cls.send_packed_command = original
 
 
 # ------------------------------------------------------------------ URLs
@@ -155,7 +139,7 @@ def test_a_new_connection_costs_one_round_trip(jq):
     # only round trip.
     client = get_client(jq.url, {"socket_timeout": 29.5})
     client.connection_pool.disconnect()
-    with _sent(client) as packets:
+    with sent_packets(client) as packets:
         assert client.ping() is True
     assert len(packets) == 1
     assert b"PING" in packets[0]

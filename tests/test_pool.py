@@ -26,20 +26,13 @@ from jobqueue.pool_config import parse_pool
 from tests.conftest import ROOT
 from tests.testapp import tasks
 from tests.testapp.pool_hooks import hold
+from tests.worker_support import children
+from tests.worker_support import cmdline as _cmdline
+from tests.worker_support import proc_stat as _stat
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 START_TIMEOUT = 60.0
 HOOKS = "tests.testapp.pool_hooks"
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """``(state, ppid)`` of a process, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as file:
-            fields = file.read().rpartition(")")[2].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return fields[0], int(fields[1])
 
 
 def _alive(pid: int) -> bool:
@@ -47,20 +40,8 @@ def _alive(pid: int) -> bool:
     return stat is not None and stat[0] != "Z"
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _stat(int(entry))) and stat[1] == pid and stat[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
+    return children(pid, zombies=False)
 
 
 @dataclass
