@@ -2,11 +2,14 @@
 
 Admin, auth, sessions and messages, jobqueue and the benchmark's app, so a worker process has
 the size of a typical project's worker. ``BENCH_REDIS_URL`` (the suite's private Redis) and
-``BENCH_DB`` come from ``benchmarks/run.py``; no job touches the database.
+``BENCH_DB`` come from ``benchmarks/run.py``; no job touches the database. ``BENCH_POOL``
+(JSON) is ``JOBQUEUE["POOL"]`` for ``manage.py pool``. The admin is routed (``bench_urls``)
+so ``run.py --scale`` can render the monitor pages.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from jobqueue.compat import TASKS_APP
@@ -15,6 +18,8 @@ SECRET_KEY = "bench-not-secret"
 DEBUG = False
 USE_TZ = True
 ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "benchmarks.bench_urls"
+STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -47,6 +52,8 @@ TASKS = {"default": {
     "OPTIONS": {"URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
                 "NAMESPACE": "bench"},
 }}
-# Per-job INFO lines would measure the terminal; RQ's workers run at WARNING too.
+# Per-job INFO lines would measure the terminal; RQ's workers run at WARNING too. Django's
+# own django.tasks logger makes an INFO record per task (dropped unless DEBUG): off as well.
 LOGGING = {"version": 1, "disable_existing_loggers": False,
-           "loggers": {"jobqueue": {"level": "WARNING"}}}
+           "loggers": {"jobqueue": {"level": "WARNING"}, "django.tasks": {"level": "WARNING"}}}
+JOBQUEUE = {"POOL": json.loads(os.environ.get("BENCH_POOL", "{}"))}

@@ -40,9 +40,19 @@ class Row:
     note: str = ""
     ratios: dict[str, float] = field(default_factory=dict)  # column -> value, see report.py
     extra: dict[str, Any] = field(default_factory=dict)  # raw inputs (counts, seconds)
+    group: str = "floor"  # which table: floor, enqueue, process, start (see report.py)
+    metrics: dict[str, Any] = field(default_factory=dict)  # the table's other columns
+
+    @property
+    def available(self) -> bool:
+        return not math.isnan(self.value)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.available:  # JSON has no NaN: a benchmark that could not run
+            data["value"] = None
+            data["extra"].pop("rounds", None)
+        return data
 
 
 @dataclass(frozen=True)
@@ -171,10 +181,15 @@ def run_child(module: str, args: Sequence[str], env: dict[str, str],
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"{module} {' '.join(args)} timed out after {timeout:.0f}s") from exc
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise BenchError(f"{module} {' '.join(args)} exited {done.returncode}:\n{tail}")
+    return child_result(command, done.returncode, done.stdout, done.stderr)
+
+
+def child_result(command: Sequence[str], code: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The JSON object on the last stdout line of a child that exited 0."""
+    lines = stdout.strip().splitlines()
+    if code != 0 or not lines:
+        tail = "\n".join(stderr.strip().splitlines()[-15:])
+        raise BenchError(f"{' '.join(command[2:])} exited {code}:\n{tail}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 
@@ -219,6 +234,18 @@ class Spawned:
             self.process.wait()
 
 
+_CLIENTS: dict[str, tuple[int, redis.Redis]] = {}
+
+
+def process_client(url: str) -> redis.Redis:
+    """One Redis connection per process and URL (a forked child makes its own): the peers'
+    ``stamp`` tasks use it."""
+    held = _CLIENTS.get(url)
+    if held is None or held[0] != os.getpid():
+        held = _CLIENTS[url] = (os.getpid(), redis.Redis.from_url(url))
+    return held[1]
+
+
 # --------------------------------------------------------------------------- measuring
 def rss_kib(pid: int | str = "self") -> int:
     """Resident set size from ``/proc/<pid>/status`` (VmRSS), in KiB."""
@@ -258,18 +285,18 @@ def rate(count: int, seconds: float) -> float:
 
 
 def idle_latency(client: redis.Redis, samples: int, enqueue_stamp: Callable[[str], Callable[[],
-                 bool]], alive: Spawned, warmup: int = 5) -> list[float]:
+                 bool]], alive: Spawned, warmup: int = 5, gap: float = 0.005) -> list[float]:
     """Seconds from just before each enqueue to the moment the job's code ran.
 
     ``enqueue_stamp(key)`` enqueues one job that RPUSHes ``time.time()`` onto ``key`` and
     returns a predicate telling when that job is finished. One job at a time: the worker is
-    idle (blocked waiting) when each is enqueued.
+    idle (blocked waiting) when each is enqueued, ``gap`` seconds after the previous one.
     """
     key = "bench:stamps"
     client.delete(key)
     latencies: list[float] = []
     for index in range(samples + warmup):
-        time.sleep(0.005)  # the worker is back in its blocking wait
+        time.sleep(gap)  # the worker is back in its blocking wait
         sent = time.time()
         done = enqueue_stamp(key)
         popped = client.blpop([key], timeout=10)

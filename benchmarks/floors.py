@@ -7,7 +7,14 @@
   same loop in a process the size of an RQ worker (redis-py and rq imported), since the cost
   of a fork grows with the parent's resident memory (its page tables are copied).
 
-Run as a child (``python -m benchmarks.floors fork-loop django|plain N``) for the fork loop.
+* latency: a process blocked in ``BLPOP`` that, per item, RPUSHes ``time.time()`` back
+  (``bare``: redis-py only), or forks a child that takes the time and reports it through a
+  pipe before the parent RPUSHes it (``fork``: a Django-sized process, as a fork-per-job
+  worker's). Their start-up time and idle memory are the floors of time to first job and of
+  a worker's RSS.
+
+Run as a child (``python -m benchmarks.floors fork-loop django|plain N``, ``blpop-loop
+bare|fork``).
 """
 
 from __future__ import annotations
@@ -16,12 +23,15 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Plan, Row, child_main, rate, rss_kib, run_child
+import redis
+
+from benchmarks.common import ROOT, Plan, PrivateRedis, Row, child_main, rate, rss_kib, run_child
 
 SECTION = "Floors"
 KEY = "bench:floor"
@@ -85,6 +95,29 @@ def fork_floor(env: dict[str, str], plan: Plan) -> list[Row]:
     return rows
 
 
+LATENCY_QUEUE = "bench:floor:latency"
+
+
+def latency_floor(server: PrivateRedis, env: dict[str, str], plan: Plan,
+                  tmp: Path) -> list[Row]:
+    """Time to first job, idle memory and idle latency of the bare BLPOP loops."""
+    from benchmarks.measure import start_and_latency, start_row
+
+    client = server.client()
+
+    def stamp(key: str) -> object:
+        client.rpush(LATENCY_QUEUE, key)
+        return lambda: True
+
+    rows = []
+    for profile, label in (("bare", "bare BLPOP loop (redis-py only)"),
+                           ("fork", "BLPOP + fork per item, Django process")):
+        command = [sys.executable, "-m", "benchmarks.floors", "blpop-loop", profile]
+        out = start_and_latency(server, env, plan, command, stamp, tmp / f"floor-{profile}.log")
+        rows.append(start_row(SECTION, f"floor.latency_{profile}", label, out))
+    return rows
+
+
 # --------------------------------------------------------------------------- child side
 def _load(profile: str) -> None:
     """Import what a worker of ``profile`` holds, so the process has a worker's size.
@@ -92,6 +125,8 @@ def _load(profile: str) -> None:
     ``django``: ``django.setup()`` with the benchmark settings plus jobqueue's worker modules;
     ``plain``: redis-py and rq, as ``rq worker`` has before its first job.
     """
+    if profile == "bare":
+        return
     if profile == "django":
         import django
 
@@ -124,6 +159,30 @@ def _fork_once() -> None:
     os.waitpid(pid, 0)
 
 
+def blpop_loop(profile: str) -> dict[str, Any]:
+    """Serve LATENCY_QUEUE until killed: each item names the key to RPUSH the time onto."""
+    _load("django" if profile == "fork" else "bare")
+    client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+    while True:
+        popped = client.blpop([LATENCY_QUEUE], timeout=0)
+        assert popped is not None
+        client.rpush(popped[1], _forked_time() if profile == "fork" else repr(time.time()))
+
+
+def _forked_time() -> bytes:
+    """Fork; the child reads the clock (the job) and writes it to a pipe; reap it."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_fd, repr(time.time()).encode())
+        os._exit(0)
+    os.close(write_fd)
+    data = os.read(read_fd, 64)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    return data
+
+
 if __name__ == "__main__":
-    os.chdir(Path(__file__).resolve().parent.parent)
-    child_main({"fork-loop": fork_loop})
+    os.chdir(ROOT)
+    child_main({"fork-loop": fork_loop, "blpop-loop": blpop_loop})

@@ -1,42 +1,47 @@
-"""jobqueue, measured the way ``peers.py`` measures RQ, through its public contract.
+"""jobqueue, measured the way the peers are, through its public contract.
 
-* enqueue rate: ``noop.enqueue()`` one by one (and ``backend.enqueue_many`` when present);
-* processing rate: ``Worker(get_broker("default"), ["default"], fork=..., burst=True)`` over
-  queued jobs, timed around ``work()`` in a fresh child process, fork per job and no fork;
-* time to first job: spawn ``manage.py worker`` with one job queued, until the job's result is
-  SUCCESSFUL; worker RSS (VmRSS of that process) once it is idle;
-* idle latency: enqueue one ``stamp`` job at a time to the idle worker, until the job's code
-  runs (it RPUSHes ``time.time()``), fork per job and ``--no-fork``.
+* enqueue: ``noop.enqueue()`` one by one; ``backend.enqueue_many(noop, calls)`` in bulk;
+* one worker process: ``Worker(get_broker("default"), ["default"], fork=..., burst=True)``
+  over queued jobs, timed around ``work()`` in a fresh child process: fork per job, no fork,
+  and fork with ``jobs_per_child=N`` (N = 1, 10, 100; where ``Worker`` has that option);
+* pool of 2: ``manage.py pool`` with ``JOBQUEUE["POOL"] = {"default": {"count": 2,
+  "fork": ...}}`` (``BENCH_POOL`` in ``bench_settings``), drained live
+  (``measure.drain_live``) until the last job ran and every result is SUCCESSFUL;
+* start-up, idle memory and idle latency of ``manage.py worker`` and ``--no-fork``.
 
-Run as a child: ``python -m benchmarks.jobqueue_bench work fork|nofork``.
+Run as a child: ``python -m benchmarks.jobqueue_bench work fork|nofork [JOBS_PER_CHILD]``.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import math
 import os
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    ROOT,
-    BenchError,
-    Plan,
-    PrivateRedis,
-    Row,
-    Spawned,
-    child_main,
-    idle_latency,
-    latency_rows,
-    rate,
-    rss_kib,
-    run_child,
-    wait_until,
+from benchmarks.common import ROOT, BenchError, Plan, PrivateRedis, Row, child_main
+from benchmarks.measure import (
+    END_KEY,
+    START_KEY,
+    LiveSpec,
+    drain_live,
+    enqueue_row,
+    measured_in_child,
+    process_row,
+    run_child_sampled,
+    start_and_latency,
+    start_row,
+    timed_enqueue,
 )
 
 SECTION = "jobqueue"
 MANAGE = ROOT / "benchmarks" / "manage.py"
+CHUNK = 10_000  # enqueue_many calls when filling (it pipelines 1,000 jobs per round trip)
+JOBS_PER_CHILD = (1, 10, 100)
 
 
 def setup_django(env: dict[str, str]) -> None:
@@ -62,24 +67,27 @@ def jobqueue_version() -> str:
     return str(getattr(jobqueue, "__version__", ""))
 
 
+def has_jobs_per_child() -> bool:
+    from jobqueue.worker import Worker
+
+    return "jobs_per_child" in inspect.signature(Worker).parameters
+
+
 def _backend() -> Any:
     from jobqueue.compat import task_backends
 
     return task_backends["default"]
 
 
-def _fill(server: PrivateRedis, count: int) -> None:
-    """Empty Redis, then queue ``count`` no-op jobs (bulk when the backend can)."""
+def enqueue_noops(count: int) -> list[str]:
+    """Queue ``count`` no-op jobs with ``enqueue_many``; their result ids."""
     from benchmarks.benchapp.tasks import noop
 
-    server.flush()
-    backend = _backend()
-    if hasattr(backend, "enqueue_many"):
-        for first in range(0, count, 1000):
-            backend.enqueue_many(noop, [((), {})] * min(1000, count - first))
-    else:
-        for _ in range(count):
-            noop.enqueue()
+    ids: list[str] = []
+    for first in range(0, count, CHUNK):
+        results = _backend().enqueue_many(noop, [((), {})] * min(CHUNK, count - first))
+        ids += [result.id for result in results]
+    return ids
 
 
 def jq_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
@@ -88,60 +96,88 @@ def jq_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
     server.flush()
     for _ in range(20):  # warm up: scripts loaded, connection open
         noop.enqueue()
-    started = time.perf_counter()
-    for _ in range(plan.jobs):
-        noop.enqueue()
-    seconds = time.perf_counter() - started
-    rows = [Row(SECTION, "jq.enqueue", "enqueue, noop.enqueue() one by one",
-                rate(plan.jobs, seconds), "jobs/s", extra={"jobs": plan.jobs, "seconds": seconds})]
-    backend = _backend()
-    if hasattr(backend, "enqueue_many"):
-        server.flush()
-        started = time.perf_counter()
-        backend.enqueue_many(noop, [((), {})] * plan.jobs)
-        seconds = time.perf_counter() - started
-        rows.append(Row(SECTION, "jq.enqueue_many", "enqueue, backend.enqueue_many()",
-                        rate(plan.jobs, seconds), "jobs/s",
-                        extra={"jobs": plan.jobs, "seconds": seconds}))
-    return rows
+    client = server.client()
+    one = timed_enqueue(client, lambda n: [noop.enqueue() for _ in range(n)], plan.jobs)
+    server.flush()
+    bulk = timed_enqueue(client, lambda n: _backend().enqueue_many(noop, [((), {})] * n),
+                         plan.jobs)
+    return [enqueue_row(SECTION, "jq.enqueue", "noop.enqueue(), one by one", one),
+            enqueue_row(SECTION, "jq.enqueue_many", "backend.enqueue_many()", bulk)]
+
+
+def _burst(server: PrivateRedis, env: dict[str, str], plan: Plan, key: str, label: str,
+           args: list[str]) -> Row:
+    server.flush()
+    enqueue_noops(plan.jobs)
+    out, peak = run_child_sampled("benchmarks.jobqueue_bench", ["work", *args], env)
+    if out["processed"] != plan.jobs:
+        raise BenchError(f"jobqueue {' '.join(args)} processed {out['processed']} of "
+                         f"{plan.jobs}")
+    return process_row(SECTION, key, label, plan.jobs, out, peak)
 
 
 def jq_work(server: PrivateRedis, env: dict[str, str], plan: Plan) -> list[Row]:
+    return [_burst(server, env, plan, "jq.work_fork", "Worker, fork per job, burst", ["fork"]),
+            _burst(server, env, plan, "jq.work_nofork", "Worker, no fork, burst", ["nofork"])]
+
+
+def jq_jobs_per_child(server: PrivateRedis, env: dict[str, str], plan: Plan) -> list[Row]:
+    """Fork mode with ``jobs_per_child=N``; rows "not available" while Worker lacks it."""
     rows = []
-    for mode, key, label in (("fork", "jq.work_fork", "Worker, fork per job, burst"),
-                             ("nofork", "jq.work_nofork", "Worker, no fork, burst")):
-        _fill(server, plan.jobs)
-        out = run_child("benchmarks.jobqueue_bench", ["work", mode], env)
-        if out["processed"] != plan.jobs:
-            raise BenchError(f"jobqueue {mode} processed {out['processed']} of {plan.jobs}")
-        rows.append(Row(SECTION, key, label, rate(plan.jobs, out["seconds"]), "jobs/s",
-                        extra=out))
+    for n in JOBS_PER_CHILD:
+        key, label = f"jq.work_jpc{n}", f"Worker, fork, jobs_per_child={n}, burst"
+        if has_jobs_per_child():
+            rows.append(_burst(server, env, plan, key, label, ["fork", str(n)]))
+        else:
+            rows.append(Row(SECTION, key, label, math.nan, "jobs/s", group="process",
+                            note="not available: Worker() has no jobs_per_child"))
     return rows
 
 
-def _spawn_worker(env: dict[str, str], mode: str, log: Path) -> Spawned:
-    command = [sys.executable, str(MANAGE), "worker", "--queues", "default"]
-    if mode == "nofork":
-        command.append("--no-fork")
-    return Spawned(command, env, log)
+def _all_successful(client: Any, ids: list[str]) -> bool:
+    """Every result hash says SUCCESSFUL (pipelined HGET, 5,000 per round trip)."""
+    from jobqueue.keys import Keys
+
+    keys = Keys("bench")
+    for first in range(0, len(ids), 5000):
+        pipe = client.pipeline(transaction=False)
+        for result_id in ids[first:first + 5000]:
+            pipe.hget(keys.result(result_id), "status")
+        if any(status != b"SUCCESSFUL" for status in pipe.execute()):
+            return False
+    return True
 
 
-def _first_job(server: PrivateRedis, env: dict[str, str], mode: str,
-               log: Path) -> tuple[float, Spawned]:
-    """Queue one job, spawn ``manage.py worker``, wait for SUCCESSFUL: (seconds, worker)."""
-    from benchmarks.benchapp.tasks import noop
+def pool_spec(server: PrivateRedis, fork: bool, fill: Callable[[int], list[str]] | None = None,
+              workers: int = 2) -> LiveSpec:
+    """``manage.py pool`` with ``workers`` workers on "default"; ``fill`` queues the no-ops
+    (default: ``enqueue_noops``) between the START and END stamps."""
+    from benchmarks.benchapp.tasks import stamp
+    from jobqueue.keys import Keys
 
-    server.flush()
-    result = noop.enqueue()
-    started = time.perf_counter()
-    worker = _spawn_worker(env, mode, log)
-    try:
-        ended = wait_until(lambda: _succeeded(noop, result.id), 60, "jobqueue's first job",
-                           alive=worker)
-    except BaseException:
-        worker.stop()
-        raise
-    return ended - started, worker
+    client = server.client()
+    keys = Keys("bench")
+
+    def fill_all(n: int) -> Callable[[], bool]:
+        stamp.enqueue(START_KEY)
+        ids = (fill or enqueue_noops)(n)
+        stamp.enqueue(END_KEY)
+        return lambda: _all_successful(client, ids)
+
+    pool = {"default": {"count": workers, "fork": fork}}
+    return LiveSpec([sys.executable, str(MANAGE), "pool"],
+                    [keys.queue("default"), keys.wake("default")], fill_all,
+                    lambda key: stamp.enqueue(key), env={"BENCH_POOL": json.dumps(pool)})
+
+
+def jq_pool(server: PrivateRedis, env: dict[str, str], plan: Plan, tmp: Path) -> list[Row]:
+    rows = []
+    for fork, key, label in ((True, "jq.pool_fork", "manage.py pool, 2 workers, fork per job"),
+                             (False, "jq.pool_nofork", "manage.py pool, 2 workers, no fork")):
+        out, peak = drain_live(server, env, pool_spec(server, fork), plan.jobs,
+                               tmp / f"{key}.log")
+        rows.append(process_row(SECTION, key, label, plan.jobs, out, peak))
+    return rows
 
 
 def _succeeded(task: Any, result_id: str) -> bool:
@@ -153,47 +189,28 @@ def _succeeded(task: Any, result_id: str) -> bool:
     return bool(status == TaskResultStatus.SUCCESSFUL)
 
 
+def _enqueue_stamp(key: str) -> Any:
+    from benchmarks.benchapp.tasks import stamp
+
+    result = stamp.enqueue(key)
+    return lambda: _succeeded(stamp, result.id)
+
+
 def jq_start(server: PrivateRedis, env: dict[str, str], plan: Plan, tmp: Path) -> list[Row]:
-    """Fork mode: time to first job (median of ``plan.starts``), idle RSS, idle latency;
-    ``--no-fork``: idle latency and RSS."""
-    starts: list[float] = []
-    for attempt in range(plan.starts):
-        seconds, worker = _first_job(server, env, "fork", tmp / "jq-fork.log")
-        starts.append(seconds)
-        if attempt < plan.starts - 1:
-            worker.stop()
-    try:
-        rows = [Row(SECTION, "jq.ttfj", "time to first job (spawn manage.py worker)",
-                    sorted(starts)[len(starts) // 2] * 1e3, "ms",
-                    extra={"starts_ms": [s * 1e3 for s in starts]})]
-        time.sleep(0.5)
-        rows.append(Row(SECTION, "jq.rss", "worker RSS, idle (parent, fork mode)",
-                        rss_kib(worker.pid) / 1024, "MiB"))
-        rows += latency_rows(SECTION, "jq.latency_fork", "fork per job",
-                             _latencies(server, plan, worker))
-    finally:
-        worker.stop()
-    _, nofork = _first_job(server, env, "nofork", tmp / "jq-nofork.log")
-    try:
-        rows += latency_rows(SECTION, "jq.latency_nofork", "--no-fork",
-                             _latencies(server, plan, nofork))
-    finally:
-        nofork.stop()
+    """Time to first job, idle memory, idle latency: ``manage.py worker`` and ``--no-fork``."""
+    rows = []
+    for mode, key, label in (("fork", "jq.start_fork", "manage.py worker (fork per job)"),
+                             ("nofork", "jq.start_nofork", "manage.py worker --no-fork")):
+        command = [sys.executable, str(MANAGE), "worker", "--queues", "default"]
+        command += ["--no-fork"] if mode == "nofork" else []
+        out = start_and_latency(server, env, plan, command, _enqueue_stamp,
+                                tmp / f"jq-{mode}.log")
+        rows.append(start_row(SECTION, key, label, out))
     return rows
 
 
-def _latencies(server: PrivateRedis, plan: Plan, worker: Spawned) -> list[float]:
-    from benchmarks.benchapp.tasks import stamp
-
-    def enqueue_stamp(key: str) -> Any:
-        result = stamp.enqueue(key)
-        return lambda: _succeeded(stamp, result.id)
-
-    return idle_latency(server.client(), plan.samples, enqueue_stamp, worker)
-
-
 # --------------------------------------------------------------------------- child side
-def work(mode: str) -> dict[str, Any]:
+def work(mode: str, jobs_per_child: str = "0") -> dict[str, Any]:
     """Run ``Worker(..., burst=True)`` in this process over the queued jobs; time ``work()``."""
     import django
 
@@ -201,12 +218,11 @@ def work(mode: str) -> dict[str, Any]:
     from jobqueue.broker import get_broker
     from jobqueue.worker import Worker
 
+    options: dict[str, Any] = {"jobs_per_child": int(jobs_per_child)} if int(
+        jobs_per_child) else {}
     worker = Worker(get_broker("default"), ["default"], fork=mode == "fork", burst=True,
-                    interval=1.0)
-    started = time.perf_counter()
-    processed = worker.work()
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "processed": processed, "rss_kib": rss_kib()}
+                    interval=1.0, **options)
+    return measured_in_child(worker.work)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""The peer: RQ, on the same Redis, machine and run, with a no-op function.
+"""The first peer: RQ, on the same Redis, machine and run, with a no-op function.
 
-* enqueue rate: ``Queue.enqueue(noop)`` one by one;
-* processing rate: ``rq.Worker`` (fork per job) and ``rq.SimpleWorker`` (no fork), burst mode
-  over queued jobs, timed around ``work()`` in a fresh child process;
-* time to first job: spawn ``rq worker`` with one job queued, until the job is finished;
-* worker RSS: that worker's VmRSS once it is idle after its first job;
-* idle latency: enqueue one job at a time to the idle worker, until the job's code runs.
+* enqueue: ``Queue.enqueue(noop)`` one by one; ``Queue.enqueue_many`` (pipelined) in bulk;
+* one worker process: ``rq.Worker`` (fork per job) and ``rq.SimpleWorker`` (no fork), burst
+  mode over queued jobs, timed around ``work()`` in a fresh child process (its CPU, with the
+  reaped work horses, from getrusage; Redis commands from ``INFO`` in that child);
+* pool of 2: ``rq worker-pool -n 2`` (forking ``Worker`` and ``SimpleWorker``), drained live
+  (``measure.drain_live``: the pool starts on an empty queue, then the queue is put back);
+* start-up, idle memory and idle latency: ``rq worker`` and ``rq worker -w SimpleWorker``.
 
 Workers log at WARNING (one INFO line per job would measure the terminal), as jobqueue's do.
 Run as a child: ``python -m benchmarks.peers rq-work worker|simple``.
@@ -15,23 +16,23 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    BenchError,
-    Plan,
-    PrivateRedis,
-    Row,
-    Spawned,
-    child_main,
-    idle_latency,
-    latency_rows,
-    rate,
-    rss_kib,
-    run_child,
-    wait_until,
+from benchmarks.common import BenchError, Plan, PrivateRedis, Row, child_main
+from benchmarks.measure import (
+    END_KEY,
+    START_KEY,
+    WARMUPS,
+    LiveSpec,
+    drain_live,
+    enqueue_row,
+    measured_in_child,
+    process_row,
+    run_child_sampled,
+    start_and_latency,
+    start_row,
+    timed_enqueue,
 )
 
 SECTION = "RQ"
@@ -55,15 +56,18 @@ def _queue(server: PrivateRedis) -> Any:
     return Queue(QUEUE, connection=server.client())
 
 
-def _fill(server: PrivateRedis, count: int) -> None:
-    """Empty Redis, then queue ``count`` no-op jobs (pipelined: filling is not measured)."""
+def _enqueue_many(queue: Any, count: int) -> None:
     from rq import Queue
 
+    for first in range(0, count, 1000):
+        queue.enqueue_many([Queue.prepare_data(NOOP) for _ in range(min(1000, count - first))])
+
+
+def _fill(server: PrivateRedis, count: int) -> None:
+    """Empty Redis, then queue ``count`` no-op jobs (pipelined: filling is not measured)."""
     server.flush()
     queue = _queue(server)
-    for first in range(0, count, 1000):
-        batch = [Queue.prepare_data(NOOP) for _ in range(min(1000, count - first))]
-        queue.enqueue_many(batch)
+    _enqueue_many(queue, count)
     if queue.count != count:
         raise BenchError(f"RQ queue holds {queue.count} jobs, expected {count}")
 
@@ -73,12 +77,12 @@ def rq_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
     queue = _queue(server)
     for _ in range(20):  # warm up
         queue.enqueue(NOOP)
-    started = time.perf_counter()
-    for _ in range(plan.jobs):
-        queue.enqueue(NOOP)
-    seconds = time.perf_counter() - started
-    return [Row(SECTION, "rq.enqueue", "enqueue, one by one", rate(plan.jobs, seconds),
-                "jobs/s", extra={"jobs": plan.jobs, "seconds": seconds})]
+    client = server.client()
+    one = timed_enqueue(client, lambda n: [queue.enqueue(NOOP) for _ in range(n)], plan.jobs)
+    server.flush()
+    bulk = timed_enqueue(client, lambda n: _enqueue_many(queue, n), plan.jobs)
+    return [enqueue_row(SECTION, "rq.enqueue", "Queue.enqueue(), one by one", one),
+            enqueue_row(SECTION, "rq.enqueue_many", "Queue.enqueue_many(), x1000", bulk)]
 
 
 def rq_work(server: PrivateRedis, env: dict[str, str], plan: Plan) -> list[Row]:
@@ -88,67 +92,56 @@ def rq_work(server: PrivateRedis, env: dict[str, str], plan: Plan) -> list[Row]:
         ("simple", "rq.work_simple", "rq.SimpleWorker (no fork), burst", plan.jobs),
     ):
         _fill(server, count)
-        out = run_child("benchmarks.peers", ["rq-work", kind], env)
+        out, peak = run_child_sampled("benchmarks.peers", ["rq-work", kind], env)
         if out["finished"] != count:
             raise BenchError(f"RQ {kind} finished {out['finished']} of {count} jobs")
-        rows.append(Row(SECTION, key, label, rate(count, out["seconds"]), "jobs/s", extra=out))
+        rows.append(process_row(SECTION, key, label, count, out, peak))
     return rows
 
 
-def _spawn_worker(server: PrivateRedis, env: dict[str, str], kind: str, log: Path) -> Spawned:
-    command = [sys.executable, "-m", "rq.cli", "worker", "--url", server.url,
-               "--logging_level", "WARNING", "--worker-class", WORKER_CLASSES[kind], QUEUE]
-    return Spawned(command, env, log)
+def _pool_spec(server: PrivateRedis, kind: str, count: int) -> LiveSpec:
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    queue = _queue(server)
+
+    def fill(n: int) -> Any:
+        queue.enqueue(STAMP, START_KEY)
+        _enqueue_many(queue, n)
+        queue.enqueue(STAMP, END_KEY)
+        registry = FinishedJobRegistry(queue=queue)
+        return lambda: registry.count >= n + 2 + WARMUPS
+
+    command = [sys.executable, "-m", "rq.cli", "worker-pool", "-n", str(count), "--url",
+               server.url, "--logging-level", "WARNING", "--worker-class",
+               WORKER_CLASSES[kind], QUEUE]
+    return LiveSpec(command, [Queue(QUEUE, connection=server.client()).key], fill,
+                    lambda key: queue.enqueue(STAMP, key))
 
 
-def _first_job(server: PrivateRedis, env: dict[str, str], kind: str,
-               log: Path) -> tuple[float, Spawned]:
-    """Queue one job, spawn a worker, wait until the job is finished: (seconds, worker)."""
-    server.flush()
-    job = _queue(server).enqueue(NOOP)
-    started = time.perf_counter()
-    worker = _spawn_worker(server, env, kind, log)
-    try:
-        ended = wait_until(lambda: job.get_status(refresh=True) == "finished", 60,
-                           "RQ's first job", alive=worker)
-    except BaseException:
-        worker.stop()
-        raise
-    return ended - started, worker
+def rq_pool(server: PrivateRedis, env: dict[str, str], plan: Plan, tmp: Path) -> list[Row]:
+    rows = []
+    for kind, key, label, count in (
+        ("worker", "rq.pool_fork", "rq worker-pool -n 2 (rq.Worker)", plan.rq_fork_jobs),
+        ("simple", "rq.pool_simple", "rq worker-pool -n 2 (SimpleWorker)", plan.jobs),
+    ):
+        out, peak = drain_live(server, env, _pool_spec(server, kind, 2), count,
+                               tmp / f"rq-pool-{kind}.log")
+        rows.append(process_row(SECTION, key, label, count, out, peak))
+    return rows
 
 
 def rq_start(server: PrivateRedis, env: dict[str, str], plan: Plan, tmp: Path) -> list[Row]:
-    """rq.Worker: time to first job (median of ``plan.starts`` cold starts), RSS when idle,
-    idle latency; rq.SimpleWorker: idle latency."""
-    starts: list[float] = []
-    for attempt in range(plan.starts):
-        seconds, worker = _first_job(server, env, "worker", tmp / "rq-worker.log")
-        starts.append(seconds)
-        if attempt < plan.starts - 1:
-            worker.stop()
-    try:
-        rows = [Row(SECTION, "rq.ttfj", "time to first job (spawn rq worker)",
-                    sorted(starts)[len(starts) // 2] * 1e3, "ms",
-                    extra={"starts_ms": [s * 1e3 for s in starts]})]
-        time.sleep(0.5)
-        rows.append(Row(SECTION, "rq.rss", "worker RSS, idle (rq.Worker)",
-                        rss_kib(worker.pid) / 1024, "MiB"))
-        rows += latency_rows(SECTION, "rq.latency_fork", "rq.Worker",
-                             _latencies(server, plan, worker))
-    finally:
-        worker.stop()
-    _, simple = _first_job(server, env, "simple", tmp / "rq-simple.log")
-    try:
-        rows += latency_rows(SECTION, "rq.latency_simple", "rq.SimpleWorker",
-                             _latencies(server, plan, simple))
-    finally:
-        simple.stop()
+    """Time to first job, idle memory, idle latency: ``rq worker`` and its SimpleWorker."""
+    rows = []
+    for kind, key, label in (("worker", "rq.start_fork", "rq worker (rq.Worker)"),
+                             ("simple", "rq.start_simple", "rq worker -w SimpleWorker")):
+        command = [sys.executable, "-m", "rq.cli", "worker", "--url", server.url,
+                   "--logging_level", "WARNING", "--worker-class", WORKER_CLASSES[kind], QUEUE]
+        out = start_and_latency(server, env, plan, command, lambda k: _enqueue_stamp(server, k),
+                                tmp / f"rq-{kind}.log")
+        rows.append(start_row(SECTION, key, label, out))
     return rows
-
-
-def _latencies(server: PrivateRedis, plan: Plan, worker: Spawned) -> list[float]:
-    return idle_latency(server.client(), plan.samples,
-                        lambda key: _enqueue_stamp(server, key), worker)
 
 
 def _enqueue_stamp(server: PrivateRedis, key: str) -> Any:
@@ -167,12 +160,8 @@ def work(kind: str) -> dict[str, Any]:
     queue = Queue(QUEUE, connection=connection)
     worker_class = Worker if kind == "worker" else SimpleWorker
     worker = worker_class([queue], connection=connection)
-    started = time.perf_counter()
-    worker.work(burst=True, logging_level="WARNING")
-    seconds = time.perf_counter() - started
-    finished = FinishedJobRegistry(queue=queue).count
-    return {"seconds": seconds, "finished": finished, "left": queue.count,
-            "rss_kib": rss_kib()}
+    out = measured_in_child(lambda: worker.work(burst=True, logging_level="WARNING"))
+    return {**out, "finished": FinishedJobRegistry(queue=queue).count, "left": queue.count}
 
 
 if __name__ == "__main__":

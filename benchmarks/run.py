@@ -1,10 +1,13 @@
-"""Throughput and latency of jobqueue against its floors and RQ, in one run on a private Redis.
+"""Throughput, latency, CPU, Redis work and memory of jobqueue against its floors and peers
+(RQ, Celery, Dramatiq, Huey), in one run on a private Redis.
 
     python benchmarks/run.py [--jobs N] [--quick] [--only NAME,...] [--json PATH]
+    python benchmarks/run.py --scale [--scale-jobs 1000000] [--scale-fork-jobs 100000]
 
-(``benchmarks/run`` makes the virtualenv with the peers and runs this.) Prints a table and
-writes ``benchmarks/results/latest.json``. ``--only`` takes sections (floors, rq, jobqueue)
-and single benchmarks (see ``--list``). See ``benchmarks/README.md`` for what each number is.
+(``benchmarks/run`` makes the virtualenv with the peers and runs this.) Prints tables and
+writes ``benchmarks/results/latest.json`` (``--scale``: ``scale.json``). ``--only`` takes
+sections (floors, rq, celery, dramatiq, huey, jobqueue) and single benchmarks (``--list``).
+See ``benchmarks/README.md`` for what each number is.
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import floors, jobqueue_bench, peers, report  # noqa: E402
+from benchmarks import (  # noqa: E402
+    floors,
+    jobqueue_bench,
+    peers,
+    peers_celery,
+    peers_dramatiq,
+    peers_huey,
+    report,
+    scale,
+    targets,
+)
 from benchmarks.common import (  # noqa: E402
     BenchError,
     Plan,
@@ -63,6 +76,7 @@ class Entry:
     repeat: bool  # a throughput measurement: run in every round, the median is kept
 
 
+J = jobqueue_bench
 #: In running order; the repeated ones run first, round after round, interleaved.
 BENCHES: tuple[Entry, ...] = (
     Entry("floors", "redis-floor", lambda c: floors.redis_floor(c.server.client(), c.plan),
@@ -70,13 +84,35 @@ BENCHES: tuple[Entry, ...] = (
     Entry("floors", "fork-floor", lambda c: floors.fork_floor(c.env, c.plan), True),
     Entry("rq", "rq-enqueue", lambda c: peers.rq_enqueue(c.server, c.plan), True),
     Entry("rq", "rq-work", lambda c: peers.rq_work(c.server, c.env, c.plan), True),
-    Entry("jobqueue", "jq-enqueue",
-          _jq(lambda c: jobqueue_bench.jq_enqueue(c.server, c.plan)), True),
-    Entry("jobqueue", "jq-work",
-          _jq(lambda c: jobqueue_bench.jq_work(c.server, c.env, c.plan)), True),
+    Entry("rq", "rq-pool", lambda c: peers.rq_pool(c.server, c.env, c.plan, c.tmp), True),
+    Entry("celery", "celery-enqueue", lambda c: peers_celery.celery_enqueue(c.server, c.plan),
+          True),
+    Entry("celery", "celery-work",
+          lambda c: peers_celery.celery_work(c.server, c.env, c.plan, c.tmp), True),
+    Entry("dramatiq", "dramatiq-enqueue",
+          lambda c: peers_dramatiq.dramatiq_enqueue(c.server, c.plan), True),
+    Entry("dramatiq", "dramatiq-work",
+          lambda c: peers_dramatiq.dramatiq_work(c.server, c.env, c.plan, c.tmp), True),
+    Entry("huey", "huey-enqueue", lambda c: peers_huey.huey_enqueue(c.server, c.plan), True),
+    Entry("huey", "huey-work", lambda c: peers_huey.huey_work(c.server, c.env, c.plan, c.tmp),
+          True),
+    Entry("jobqueue", "jq-enqueue", _jq(lambda c: J.jq_enqueue(c.server, c.plan)), True),
+    Entry("jobqueue", "jq-work", _jq(lambda c: J.jq_work(c.server, c.env, c.plan)), True),
+    Entry("jobqueue", "jq-jobs-per-child",
+          _jq(lambda c: J.jq_jobs_per_child(c.server, c.env, c.plan)), True),
+    Entry("jobqueue", "jq-pool", _jq(lambda c: J.jq_pool(c.server, c.env, c.plan, c.tmp)),
+          True),
+    Entry("floors", "latency-floor",
+          lambda c: floors.latency_floor(c.server, c.env, c.plan, c.tmp), False),
     Entry("rq", "rq-start", lambda c: peers.rq_start(c.server, c.env, c.plan, c.tmp), False),
-    Entry("jobqueue", "jq-start",
-          _jq(lambda c: jobqueue_bench.jq_start(c.server, c.env, c.plan, c.tmp)), False),
+    Entry("celery", "celery-start",
+          lambda c: peers_celery.celery_start(c.server, c.env, c.plan, c.tmp), False),
+    Entry("dramatiq", "dramatiq-start",
+          lambda c: peers_dramatiq.dramatiq_start(c.server, c.env, c.plan, c.tmp), False),
+    Entry("huey", "huey-start",
+          lambda c: peers_huey.huey_start(c.server, c.env, c.plan, c.tmp), False),
+    Entry("jobqueue", "jq-start", _jq(lambda c: J.jq_start(c.server, c.env, c.plan, c.tmp)),
+          False),
 )
 
 
@@ -93,6 +129,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="split (default): redis-server on the last core, this suite and "
                              "its workers on the others; none: let the scheduler place them")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--scale", action="store_true",
+                        help="only the scale run: enqueue_many of --scale-jobs, Redis memory "
+                             "per pending job, admin pages, drain with a pool (slow)")
+    parser.add_argument("--scale-jobs", type=int, default=1_000_000)
+    parser.add_argument("--scale-fork-jobs", type=int, default=100_000,
+                        help="jobs drained by a fork-per-job pool in --scale (0: skip)")
+    parser.add_argument("--scale-failed", type=int, default=100_000,
+                        help="failure records added for the admin pages in --scale")
+    parser.add_argument("--scale-runs", type=int, default=3,
+                        help="renders of each admin page in --scale (median, worst)")
     return parser.parse_args(argv)
 
 
@@ -157,6 +203,15 @@ def run_all(ctx: Context, entries: list[Entry]) -> tuple[list[Row], dict[str, st
     return rows, errors
 
 
+def titles() -> dict[str, str]:
+    return {"Floors": "Floors",
+            "jobqueue": f"jobqueue {jobqueue_bench.jobqueue_version()}",
+            "RQ": f"RQ {peers.rq_version()}",
+            "Celery": f"Celery {peers_celery.celery_version()} (Redis broker)",
+            "Dramatiq": f"Dramatiq {peers_dramatiq.dramatiq_version()} (Redis broker)",
+            "Huey": f"Huey {peers_huey.huey_version()} (RedisHuey)"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
@@ -173,21 +228,27 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="jobqueue-bench-") as tmp, PrivateRedis() as server:
         pinned = pin(server, args.pin)
         ctx = Context(server, child_env(server.url, Path(tmp)), plan, Path(tmp))
+        os.environ["BENCH_REDIS_URL"] = server.url  # the peers' task modules read it
+        if args.scale:
+            jobqueue_bench.setup_django(ctx.env)
+            return scale.main(ctx.server, ctx.env, ctx.tmp, args, pinned, load)
         rows, errors = run_all(ctx, benches)
+    print_report(args, plan, pinned, load, rows, errors, time.perf_counter() - began)
+    return 1 if errors else 0
+
+
+def print_report(args: argparse.Namespace, plan: Plan, pinned: str, load: float,
+                 rows: list[Row], errors: dict[str, str], seconds: float) -> None:
     report.add_ratios(rows)
-    targets = report.check_targets(rows)
-    titles = {"Floors": "Floors (bare redis-py, bare fork)",
-              "RQ": f"RQ {peers.rq_version()} (peer)",
-              "jobqueue": f"jobqueue {jobqueue_bench.jobqueue_version()}"}
+    checked = targets.check_targets(rows)
     machine = report.machine_info()
-    seconds = time.perf_counter() - began
     print(f"\n{machine['cpu_model']}, {machine['cores']} cores, Python {machine['python']}, "
           f"Django {machine['django']}, redis-server {machine['redis_server']}\n"
-          f"{plan.jobs} jobs per worker run, {plan.rounds} round(s), median; {pinned}; "
-          f"{seconds:.0f}s\n")
-    print(report.render_table(rows, targets, titles))
+          f"N = {plan.jobs} jobs per run (rq.Worker rows {plan.rq_fork_jobs}), "
+          f"{plan.rounds} round(s), median; {pinned}; {seconds:.0f}s\n")
+    print(report.render_table(rows, checked, titles()))
     if load > 0.5:
-        print(f"note: load average was {load:.2f} when the run began (other processes).")
+        print(f"\nnote: load average was {load:.2f} when the run began (other processes).")
     for line in report.notes(rows):
         print(f"note: {line}")
     for name, message in errors.items():
@@ -195,9 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(args.json, {
         "machine": machine, "plan": asdict(plan), "quick": args.quick, "pinning": pinned,
         "only": args.only, "seconds": seconds, "results": [row.to_json() for row in rows],
-        "targets": targets, "notes": report.notes(rows), "errors": errors})
+        "targets": checked, "notes": report.notes(rows), "errors": errors})
     print(f"\nwrote {args.json}")
-    return 1 if errors else 0
 
 
 if __name__ == "__main__":
