@@ -25,6 +25,7 @@ def _execute(jq: Any, kind: str) -> Any:
     returns.enqueue(kind)
     reservation = jq.broker.reserve("host:1:default", ["default"])
     runner = JobRunner(jq.broker, type(returns.get_backend()), "host:1:default")
+    runner.manage_connections = False  # no database here (workers' connections: test_worker)
     return runner.execute(returns, reservation)
 
 
