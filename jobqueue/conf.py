@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "SETUP": [],  # dotted callables run once before the first fork
     "POOL": {},  # queue list -> number of workers (manage.py pool)
     "SCHEDULE": {},  # periodic jobs: name -> {"task", "cron" | "every", "args", ...}
+    "FORK_SERVER": True,  # fork mode: a fork server forks job children, not the worker
 }
 
 
@@ -41,6 +42,7 @@ class JobqueueConfig:
     setup: tuple[str, ...] = ()
     pool: Mapping[str, Any] = field(default_factory=dict)
     schedule: tuple[Any, ...] = ()
+    fork_server: bool = True
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -50,6 +52,13 @@ def _number(raw: Mapping[str, Any], key: str, *, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:
         raise ConfigurationError(f"JOBQUEUE[{key!r}] must be a number >= {minimum}, got {value!r}")
     return float(value)
+
+
+def _flag(raw: Mapping[str, Any], key: str) -> bool:
+    value = raw[key]
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"JOBQUEUE[{key!r}] must be True or False, got {value!r}")
+    return value
 
 
 def _strings(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -87,6 +96,7 @@ def build_config(raw_setting: Mapping[str, Any] | None) -> JobqueueConfig:
         setup=_strings(raw, "SETUP"),
         pool=dict(raw["POOL"]),
         schedule=tuple(parse_schedule(raw["SCHEDULE"])),
+        fork_server=_flag(raw, "FORK_SERVER"),
         raw=raw,
     )
 

@@ -1,18 +1,25 @@
-"""Fork-per-job execution for ``Worker``: the child runs the job, the parent watches it.
+"""Fork-per-job execution for ``Worker``, the parent's side: hand a job to a child, watch it.
 
-The child runs the job, decides its fate (a ``Report``) and writes it up a pipe; it never
-talks to Redis itself. The parent applies the report over its own connection and moves on to
-the next job while the child is still exiting (it is reaped later). If no complete report
-arrives, the child died: the parent settles the job (requeue after a shutdown,
+The child (``jobchild``) runs the job, decides its fate (a ``Report``) and writes it up a
+pipe; it never talks to Redis for jobqueue. The worker applies the report over its own
+connection and moves on while the child exits (it is reaped later). If no complete report
+arrives, the child died: the worker settles the job (requeue after a shutdown,
 ``JobTimeout`` after a timeout, ``DirtyExit`` otherwise).
 
-With ``jobs_per_child`` N > 1 (Celery's max-tasks-per-child) a child that reported stays
-and waits on a second pipe: the parent reserves the next job as always and hands it down;
-after N jobs the child exits and the next job gets a fresh fork. Isolation is per child
-instead of per job, and the fork's cost is paid once per N jobs. Every job is still
-reserved, watched (timeout, signals) and recorded by the parent, one at a time.
+Where children come from:
 
-While a child runs, the parent keeps heart-beating and handling signals: TERM/INT send TERM
+* **The fork server** (default, ``JOBQUEUE["FORK_SERVER"]``): a copy of the worker made at
+  start-up forks them (``forkserver``), so the worker itself never forks and never pays
+  copy-on-write faults for its own loop; and it forks the next child in advance, while the
+  current job runs, so an idle worker hands a new job to a child that is already there.
+* **The worker itself** (``FORK_SERVER = False``): Resque's way, a fork after each
+  reservation, with ``before_fork`` sent just before it in the worker.
+
+With ``jobs_per_child`` N > 1 (Celery's max-tasks-per-child) a child that reported stays and
+waits for the next job on its job pipe; after N jobs it exits. Every job is still reserved,
+watched (timeout, signals) and recorded by the worker, one at a time.
+
+While a child runs, the worker keeps heart-beating and handling signals: TERM/INT send TERM
 to the child and start the grace period, USR1 kills it, QUIT waits for it.
 """
 
@@ -24,20 +31,15 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import registry
 from . import signals as hooks
-from .childlink import (
-    ChildLink,
-    FrameReader,
-    decode_assignment,
-    encode_assignment,
-    read_frame,
-    write_frame,
-)
+from .childlink import ChildLink, FrameReader, encode_assignment, write_frame
 from .exceptions import DirtyExit, JobTimeout, WorkerShutdown
+from .forkserver import ForkServer, ForkServerGone
 from .job import Reservation
+from .jobchild import EXIT_CRASHED
 from .process import ChildWatch, describe_status, resque_title, set_title, signal_name
 from .report import Report, apply_report
 from .runner import error_from, settle_failure
@@ -46,37 +48,72 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 logger = logging.getLogger("jobqueue.worker")
-EXIT_REPORTED = 0
-EXIT_CRASHED = 3
 READ_CHUNK = 65536
 
 
 class ForkMixin:
-    """The fork-mode half of ``Worker``."""
+    """The fork-mode parent half of ``Worker``."""
 
+    # ------------------------------------------------------------------ one job
     def _fork_and_wait(self: Worker, task: Any, reservation: Reservation) -> None:
-        link = self._hand_to_resident(reservation) or self._fork_child(task, reservation)
+        link = self._child_for(task, reservation)
         set_title(resque_title(f"Forked {link.pid} at {int(time.time())}"))
-        watch = ChildWatch(link.pid, self.grace_period, timeout_at=self.runner.deadline)
+        watch = self._watch(link.pid, timeout_at=self.runner.deadline)
         report = _parse(self._watch_child(watch, link.reports))
         if report is None:  # the child died with the job: settle it here
             link.close()
             status = watch.wait()
+            self._served.pop(link.pid, None)
             self._after_child(watch, status, reservation, task)
-            return
-        link.jobs += 1
-        self.outage.retry(lambda: apply_report(self.broker, self.id, reservation, report,
-                                               defer=True), "record job outcome")
-        if link.inbox is not None and link.jobs < self.jobs_per_child \
-                and report.action != "requeue":
-            self._resident = link  # it waits for the next job
-        else:  # it exits now: reap it later
-            link.close()
-            watch.reported_at = time.monotonic()  # from now on it only has to exit
-            self._exiting.append(watch)
+        else:
+            link.jobs += 1
+            self.outage.retry(lambda: apply_report(self.broker, self.id, reservation, report,
+                                                   defer=True), "record job outcome")
+            if link.jobs < self.jobs_per_child and report.action != "requeue":
+                self._waiting_child = link  # it waits for the next job
+            else:  # it exits now: reap it later
+                self._let_go(link)
         self._reap_exiting()
+        if self._waiting_child is None and not self.shutdown:
+            self._waiting_child = self._request_child()  # forked while we record and reserve
 
+    def _watch(self: Worker, pid: int, timeout_at: float | None = None) -> ChildWatch:
+        server = self._served.get(pid)  # the server that forked it reports its exit
+        status_of: Callable[[int], int | None] | None = server.status_of if server else None
+        return ChildWatch(pid, self.grace_period, timeout_at=timeout_at, status_of=status_of)
+
+    def _child_for(self: Worker, task: Any, reservation: Reservation) -> ChildLink:
+        """A child now holding ``reservation``: the one waiting, else a new one."""
+        link, self._waiting_child = self._waiting_child, None
+        if link is not None and self._hand(link, reservation):
+            return link
+        link = self._request_child()
+        if link is not None and self._hand(link, reservation):
+            return link
+        return self._fork_child(task, reservation)
+
+    def _hand(self: Worker, link: ChildLink, reservation: Reservation) -> bool:
+        """Give the job to a waiting child; False (and the child let go) if it is gone."""
+        try:
+            if link.pid == 0:
+                link.pid = self._server.next_pid()  # type: ignore[union-attr]
+                self._served[link.pid] = self._server  # type: ignore[assignment]
+            if link.jobs == 0:  # its first job: Resque's before_fork moment, in the worker
+                hooks.before_fork.send_robust(type(self), worker=self, job=reservation.job)
+            if self._watch(link.pid).reap() is None:
+                write_frame(link.inbox, encode_assignment(reservation, self.runner.deadline))
+                return True
+        except ForkServerGone as exc:
+            logger.warning("%s; starting a new one", exc)
+            self._restart_server()
+        except OSError as exc:  # it died while waiting (EPIPE)
+            logger.warning("Child %d is gone (%s); using another", link.pid, exc)
+        self._let_go(link)
+        return False
+
+    # ------------------------------------------------------------------ making children
     def _fork_child(self: Worker, task: Any, reservation: Reservation) -> ChildLink:
+        """Fork the child ourselves, after the reservation (Resque's way)."""
         from django.db import connections
 
         hooks.before_fork.send_robust(type(self), worker=self, job=reservation.job)
@@ -97,84 +134,91 @@ class ForkMixin:
             os.close(inbox_r)
         return ChildLink(pid=pid, reports=report_r, inbox=inbox_w)
 
-    def _hand_to_resident(self: Worker, reservation: Reservation) -> ChildLink | None:
-        """Give the job to the child waiting for one, if it is still there."""
-        link, self._resident = self._resident, None
-        if link is None or link.inbox is None:
+    def _request_child(self: Worker) -> ChildLink | None:
+        """Ask the fork server for a child that waits for its first job (pid comes later)."""
+        if self._server is None:
             return None
-        if ChildWatch(link.pid, self.grace_period).reap() is None:
-            try:
-                write_frame(link.inbox, encode_assignment(reservation, self.runner.deadline))
-                return link
-            except OSError as exc:  # it died while waiting (EPIPE): fork a fresh one
-                logger.warning("Child %d is gone (%s); forking a new one", link.pid, exc)
-        link.close()
-        ChildWatch(link.pid, self.grace_period).reap()
-        return None
+        report_r, report_w = os.pipe()
+        inbox_r, inbox_w = os.pipe()
+        try:
+            self._server.request(report_w, inbox_r)
+        except ForkServerGone as exc:
+            logger.warning("%s; starting a new one", exc)
+            for fd in (report_r, inbox_w):
+                os.close(fd)
+            self._restart_server()
+            return None
+        finally:
+            os.close(report_w)
+            os.close(inbox_r)
+        return ChildLink(pid=0, reports=report_r, inbox=inbox_w)
 
-    def _retire_resident(self: Worker) -> None:
-        """Let the waiting child go (end of file on its pipe) and reap it."""
-        if self._resident is not None:
-            link, self._resident = self._resident, None
-            link.close()
-            watch = ChildWatch(link.pid, self.grace_period)
-            watch.reported_at = time.monotonic()
+    def _start_server(self: Worker) -> None:
+        """Fork the fork server (start-up, with database connections closed)."""
+        from django.db import connections
+
+        connections.close_all()
+        self._server = ForkServer(self._child_main, title=self._server_title)
+        self._server.start()
+
+    def _server_title(self: Worker) -> None:
+        set_title(resque_title(f"Fork server of {os.getppid()}"))
+
+    def _check_server(self: Worker) -> None:
+        """After a SIGCHLD: if the fork server died, start a new one (and a waiting child)."""
+        server = self._server
+        if server is None or server.pid is None:
+            return
+        try:
+            done, status = os.waitpid(server.pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = server.pid, 0
+        if not done:
+            return
+        server.pid, server.gone = None, True
+        code, signum = describe_status(status)
+        logger.warning("Fork server %d ended (%s); starting a new one", done,
+                       f"signal {signal_name(signum)}" if signum else f"exit {code}")
+        self._restart_server()
+        if self._waiting_child is not None and self._waiting_child.pid == 0:
+            link, self._waiting_child = self._waiting_child, None
+            link.close()  # asked of the dead server: it may never come
+        if self._waiting_child is None and self._server is not None and not self.shutdown:
+            self._waiting_child = self._request_child()
+
+    def _restart_server(self: Worker) -> None:
+        if self._server is not None:
+            self._server.stop(timeout=1.0)
+        self._server_restarts += 1
+        if self._server_restarts > 5:
+            logger.error("The fork server keeps dying; forking children from the worker")
+            self._server = None
+            return
+        self._start_server()
+
+    def _let_go(self: Worker, link: ChildLink) -> None:
+        """Close our ends of a child's pipes; it exits (if it lives), reaped later."""
+        link.close()
+        if link.pid == 0 and self._server is not None:
+            try:  # its pid is the server's next answer: learn it, to reap it
+                link.pid = self._server.next_pid(timeout=5.0)
+                self._served[link.pid] = self._server
+            except ForkServerGone:
+                return
+        if link.pid:
+            watch = self._watch(link.pid)
+            watch.reported_at = time.monotonic()  # from now on it only has to exit
             self._exiting.append(watch)
 
-    def _child(self: Worker, task: Any, reservation: Reservation, report_fd: int,
-               inbox_fd: int | None) -> None:
-        code = EXIT_CRASHED
-        try:
-            self._child_signals()
-            hooks.after_fork.send_robust(type(self), worker=self, job=reservation.job)
-            done = 0
-            while True:
-                self._child_job(task, reservation, report_fd, last=inbox_fd is None
-                                or done + 1 >= self.jobs_per_child)
-                done += 1
-                if inbox_fd is None or done >= self.jobs_per_child:
-                    break
-                set_title(resque_title(f"Child of {os.getppid()}: waiting for a job"))
-                message = read_frame(inbox_fd)
-                if message is None:  # the worker let us go
-                    break
-                reservation, self.runner.deadline = decode_assignment(message)
-                task = registry.resolve(reservation.job.task_name)
-                if task is None:  # the parent resolved it: a mismatch is a bug, not input
-                    raise LookupError(f"{reservation.job.task_name} is not registered here")
-            code = EXIT_REPORTED
-        except BaseException:
-            logger.exception("Child for job %s crashed", reservation.job.id)
-        finally:
-            try:
-                os.close(report_fd)
-            finally:
-                logging.shutdown()
-                os._exit(code)
-
-    def _child_job(self: Worker, task: Any, reservation: Reservation, report_fd: int, *,
-                   last: bool) -> None:
-        """Run one job in the child and send its report up."""
-        set_title(resque_title(f"Processing {reservation.queue} since "
-                               f"{int(time.time())} [{reservation.job.task_name}]"))
-        signal.signal(signal.SIGTERM, _raise_shutdown)
-        report = self.runner.execute(task, reservation)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the job is over: report it
-        if last:
-            from django.db import connections
-
-            connections.close_all()
-        write_frame(report_fd, report.to_bytes())
-
-    def _child_signals(self: Worker) -> None:
-        if self.signals is not None:
-            self.signals.restore()
-            self.signals = None
-        for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR2, signal.SIGCONT):
-            signal.signal(signum, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, _raise_shutdown)  # ignored between jobs (_child_job)
+    def _stop_children(self: Worker) -> None:
+        """At exit: let the waiting child go, reap every child, stop the fork server."""
+        if self._waiting_child is not None:
+            link, self._waiting_child = self._waiting_child, None
+            self._let_go(link)
+        self._reap_exiting(block=True)
+        if self._server is not None:
+            self._server.stop(timeout=self.grace_period + 1.0)
+            self._server = None
 
     def _watch_child(self: Worker, watch: ChildWatch, read_fd: int) -> bytes:
         """Collect the child's report frame, acting on signals and deadlines meanwhile.
@@ -217,6 +261,8 @@ class ForkMixin:
             self.shutdown = True
         elif signum == signal.SIGUSR1:
             watch.kill(reason="USR1")
+        elif signum == signal.SIGCHLD:
+            self._check_server()
         else:
             self._pause_signal(signum)
 
@@ -247,20 +293,17 @@ class ForkMixin:
         still = []
         for watch in self._exiting:
             if watch.reap() is not None:
+                self._served.pop(watch.pid, None)
                 continue
             if block:
                 watch.wait(timeout=self.grace_period)
+                self._served.pop(watch.pid, None)
                 continue
             if watch.lingered(self.grace_period):
                 logger.warning("Child %d reported but did not exit; killing it", watch.pid)
                 watch.kill(reason="lingering after its report")
             still.append(watch)
         self._exiting = still
-
-
-def _raise_shutdown(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM is ignored
-    raise WorkerShutdown(f"worker received {signal_name(signum)}")
 
 
 def _parse(data: bytes) -> Report | None:
@@ -276,6 +319,9 @@ def _parse(data: bytes) -> Report | None:
 def _dirty_message(code: int | None, signum: int | None, killed_reason: str | None) -> str:
     if signum is not None:
         message = f"Child process received unhandled signal {signal_name(signum)}"
+    elif code is None:
+        message = ("Child process ended without reporting (its exit status is unknown: the "
+                   "fork server that reaped it is gone)")
     else:
         message = f"Child process exited with status {code} without reporting"
     if killed_reason:

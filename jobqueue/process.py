@@ -104,7 +104,10 @@ def reset_child_signals(ignore: Iterable[int], defaults: Iterable[int]) -> None:
 
 
 def describe_status(status: int) -> tuple[int | None, int | None]:
-    """``(exit_code, signal_number)`` of a ``waitpid`` status."""
+    """``(exit_code, signal_number)`` of a ``waitpid`` status; ``(None, None)`` if unknown
+    (a negative status: the fork server that reaped the child is gone)."""
+    if status < 0:
+        return None, None
     if os.WIFSIGNALED(status):
         return None, os.WTERMSIG(status)
     if os.WIFEXITED(status):
@@ -123,8 +126,12 @@ def signal_name(signum: int) -> str:
 class ChildWatch:
     """The child running a job: reap it, and enforce the TERM → grace → KILL sequence."""
 
-    def __init__(self, pid: int, grace_period: float, timeout_at: float | None = None) -> None:
+    def __init__(self, pid: int, grace_period: float, timeout_at: float | None = None,
+                 status_of: Callable[[int], int | None] | None = None) -> None:
         self.pid = pid
+        #: How to learn the exit status without blocking: ``waitpid`` for our own children,
+        #: the fork server's reports for its children.
+        self.status_of = status_of
         self.grace_period = grace_period
         self.deadline: float | None = None
         #: Monotonic time at which the job's own timeout sends TERM.
@@ -138,7 +145,9 @@ class ChildWatch:
 
     def reap(self) -> int | None:
         """The child's wait status once it has exited, else ``None`` (never blocks)."""
-        if self.status is None:
+        if self.status is None and self.status_of is not None:
+            self.status = self.status_of(self.pid)
+        elif self.status is None:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:

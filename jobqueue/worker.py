@@ -35,7 +35,9 @@ from .childlink import ChildLink
 from .conf import get_config
 from .exceptions import BrokerUnavailable, DirtyExit, WorkerShutdown
 from .forking import ForkMixin
+from .forkserver import ForkServer
 from .job import BadJob, Reservation
+from .jobchild import ChildMixin
 from .outage import Outage
 from .periodic import PeriodicRunner
 from .process import (
@@ -57,7 +59,7 @@ EXIT_ACKED = 0
 EXIT_NOT_ACKED = 3
 
 
-class Worker(ForkMixin):
+class Worker(ForkMixin, ChildMixin):
     """One worker process serving a Resque queue list."""
 
     def __init__(
@@ -73,6 +75,7 @@ class Worker(ForkMixin):
         heartbeat_interval: float | None = None,
         max_jobs: int | None = None,
         jobs_per_child: int = 1,
+        fork_server: bool | None = None,
         backend_class: type | None = None,
         stop_when: Callable[[], bool] | None = None,
         manage_db_connections: bool = True,
@@ -93,7 +96,12 @@ class Worker(ForkMixin):
             raise ValueError(f"jobs_per_child must be a whole number >= 1, got {jobs_per_child!r}")
         #: Fork mode: how many jobs one forked child runs before it exits (1: a fork per job).
         self.jobs_per_child = jobs_per_child
-        self._resident: ChildLink | None = None  # a child waiting for its next job
+        #: Fork mode: children come from a fork server, not from the worker itself.
+        self.fork_server = config.fork_server if fork_server is None else fork_server
+        self._waiting_child: ChildLink | None = None  # a child waiting for a job
+        self._server: ForkServer | None = None
+        self._served: dict[int, ForkServer] = {}  # children of fork servers, by pid
+        self._server_restarts = 0
         self.backend_class = backend_class or type(None)
         # Checked between jobs and while waiting: e.g. a pooled worker whose master died.
         self.stop_when = stop_when
@@ -142,8 +150,13 @@ class Worker(ForkMixin):
         if not self.fork:
             self._start_beating()
         hooks.worker_started.send_robust(type(self), worker=self)
+        if self.fork and self.fork_server:
+            self._start_server()  # a copy of the worker as it is now forks the children
+            self._waiting_child = self._request_child()
         mode = "no fork" if not self.fork else "fork per job" if self.jobs_per_child == 1 \
             else f"fork per {self.jobs_per_child} jobs"
+        if self.fork:
+            mode += ", fork server" if self.fork_server else ", forked by the worker"
         logger.info("Worker %s started (%s, queues %s)", self.id, mode, ",".join(self.patterns))
 
     def _register(self) -> None:
@@ -156,8 +169,7 @@ class Worker(ForkMixin):
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
 
     def _teardown(self) -> None:
-        self._retire_resident()
-        self._reap_exiting(block=True)
+        self._stop_children()
         self._stop_beating()
         try:
             # Normally nothing is held here; after a crash in this loop the reserved job would
@@ -318,6 +330,8 @@ class Worker(ForkMixin):
         for signum in self.signals.drain():
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                 self.shutdown = True
+            elif signum == signal.SIGCHLD:
+                self._check_server()
             else:
                 self._pause_signal(signum)
 

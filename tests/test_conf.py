@@ -29,13 +29,26 @@ def test_defaults_when_unset_or_empty(raw: Any):
     assert config.setup == ()
     assert config.pool == {}
     assert config.schedule == ()
+    assert config.fork_server is True
     assert config.raw == DEFAULTS
 
 
 def test_documented_defaults():
     assert DEFAULTS == {"RESQUE_CLASSES": {}, "TASK_MODULES": [], "INTERVAL": 5.0,
                         "GRACE_PERIOD": 10.0, "HEARTBEAT_INTERVAL": 5.0, "SETUP": [],
-                        "POOL": {}, "SCHEDULE": {}}
+                        "POOL": {}, "SCHEDULE": {}, "FORK_SERVER": True}
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_fork_server_is_a_flag(value: bool):
+    assert build_config({"FORK_SERVER": value}).fork_server is value
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_fork_server_must_be_true_or_false(value: Any):
+    with pytest.raises(ConfigurationError, match=r"JOBQUEUE\['FORK_SERVER'\] must be True or "
+                                                 "False"):
+        build_config({"FORK_SERVER": value})
 
 
 def test_every_key_is_read():

@@ -26,7 +26,7 @@ from jobqueue.pool_config import parse_pool
 from tests.conftest import ROOT
 from tests.testapp import tasks
 from tests.testapp.pool_hooks import hold
-from tests.worker_support import children
+from tests.worker_support import children, descendants, is_fork_server
 from tests.worker_support import cmdline as _cmdline
 from tests.worker_support import proc_stat as _stat
 
@@ -119,8 +119,8 @@ class PoolProc:
 
     def kill_everything(self) -> None:
         """SIGKILL the master, every worker ever seen and their job children."""
-        family = set(self.seen) | set(_children(self.pid))
-        family |= {c for pid in family for c in _children(pid)}
+        family = set(self.seen) | set(descendants(self.pid))
+        family |= {c for pid in family for c in descendants(pid)}
         for pid in [self.pid, *family]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -169,6 +169,12 @@ def _holder(pool: PoolProc, jq, marker: str) -> int:
     entry = pool.wait(lambda: [e for e in _list(jq, "started") if e.startswith(f"{marker}:")],
                         START_TIMEOUT, f"job {marker} to start")
     return int(entry[0].split(":")[1])
+
+
+def _worker_of(child: int) -> int:
+    """The worker a job child works for: its parent, or the parent of its fork server."""
+    parent = _stat(child)[1]
+    return _stat(parent)[1] if is_fork_server(parent) else parent
 
 
 def _records(jq) -> Counter[str]:
@@ -249,7 +255,7 @@ def test_hup_with_changed_settings_changes_counts_and_loses_no_job(jq, start_poo
     pool = start_pool({"critical": 2})
     old = set(pool.wait_counts({"critical": 2}))
     hold.using(queue_name="critical").enqueue("long")
-    holder_worker = _stat(_holder(pool, jq, "long"))[1]
+    holder_worker = _worker_of(_holder(pool, jq, "long"))
     assert holder_worker in old
     for i in range(5):
         tasks.record.using(queue_name="critical").enqueue(f"a{i}")

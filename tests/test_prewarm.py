@@ -164,7 +164,7 @@ def test_worker_runs_setup_hooks_once_before_its_first_fork(jq, tmp_path, migrat
                                ["tests.testapp.pool_hooks.record_setup",
                                 "jobqueue.prewarm.models"])
     assert jq.redis.lrange(jq.key("test", "hooks"), 0, -1) == [f"setup:{pid}"]
-    assert state["ppid"] == pid and state["pid"] != pid  # the job ran in a forked child
+    assert state["worker"] == pid and state["pid"] != pid  # the job ran in a forked child
     assert state["content_types"] > 0 and state["frozen"] > 10_000
     assert state["user_fields_cached"] and state["resolver_populated"]
 

@@ -20,6 +20,7 @@ from jobqueue.broker.base import WorkerInfo
 from jobqueue.compat import TaskResultStatus
 from jobqueue.reaper import reap_dead_workers
 from tests.testapp import tasks
+from tests.worker_support import cmdline, job_children
 
 
 def _kill_group(proc: Any) -> None:
@@ -120,25 +121,15 @@ def test_killed_child_with_a_surviving_parent_is_handled_at_once(jq):
     assert worker_id in jq.worker_ids()
 
 
-def _child_pid(parent: int) -> int:
-    def find() -> int | None:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == parent:
-                    return int(entry)
-        return None
-
+def _child_pid(worker: int) -> int:
+    """The worker's child running the job (forked by the worker or by its fork server)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if (pid := find()) is not None:
-            return pid
+        running = [pid for pid in job_children(worker) if "Processing" in cmdline(pid)]
+        if running:
+            return running[0]
         time.sleep(0.02)
-    raise AssertionError(f"no child of {parent}")
+    raise AssertionError(f"no job child of {worker}")
 
 
 # --------------------------------------------------------------------------- in-process reaping

@@ -31,6 +31,8 @@ from tests.worker_support import (
     children,
     cmdline,
     exists,
+    is_fork_server,
+    job_children,
     make_workers,
     redis_clients_of,
 )
@@ -88,7 +90,7 @@ def test_each_job_runs_in_its_own_forked_child_of_the_worker(jq, workers):
 
     seen = _whoami(workers)
     assert set(seen) == {"job0", "job1", "job2"}
-    [worker_pid] = {r["ppid"] for r in seen.values()}  # one worker forked them all
+    [worker_pid] = {r["worker"] for r in seen.values()}  # one worker's children, all
     child_pids = [r["pid"] for r in seen.values()]
     assert worker_pid not in child_pids
     assert len(set(child_pids)) == 3  # a new child for every job
@@ -120,9 +122,14 @@ def test_a_running_worker_reaps_each_child_and_leaves_no_zombie(jq, workers):
     handles = [wt.whoami.enqueue(f"job{i}") for i in range(3)]
     workers.wait(proc, lambda: all(_done(wt.whoami, h) for h in handles), 30, "three jobs")
     child_pids = [r["pid"] for r in workers.json_records("whoami")]
-    workers.wait(proc, lambda: children(proc.pid) == [], 10,
-                 f"no child left (have {children(proc.pid)})")
-    assert not any(exists(pid) for pid in child_pids)
+    # Every job's child is reaped; what is left is the fork server and the one child it
+    # forked in advance for the next job.
+    workers.wait(proc, lambda: not any(exists(pid) for pid in child_pids), 10,
+                 f"the job children to go (have {job_children(proc.pid)})")
+    [server] = children(proc.pid)
+    assert is_fork_server(server)
+    [spare] = job_children(proc.pid)
+    assert "waiting for a job" in cmdline(spare) and spare not in child_pids
     assert proc.poll() is None  # and the worker is still serving
 
 
@@ -404,6 +411,7 @@ def test_process_titles_follow_resque_while_idle_and_while_a_job_runs(jq, worker
     before = int(time.time())
     workers.wait_started(proc)
     child = workers.job_child(proc)
+    workers.wait_title(proc, "Forked")
     parent_title = cmdline(proc.pid)
     match = re.fullmatch(rf"{re.escape(TITLE)}Forked (\d+) at (\d+)", parent_title)
     assert match, parent_title
@@ -441,7 +449,7 @@ def test_hook_signals_fire_once_each_in_the_right_process_fork_mode(jq, workers)
     assert done.returncode == 0, done.stderr[-3000:]
 
     children_by_marker = {m: r["pid"] for m, r in _whoami(workers).items()}
-    worker_pid = next(iter(_whoami(workers).values()))["ppid"]
+    worker_pid = next(iter(_whoami(workers).values()))["worker"]
     hooks = _hooks(workers)
     events = [h[0] for h in hooks]
     assert events == ["before_first_fork", "worker_started",
@@ -461,9 +469,9 @@ def test_hook_signals_fire_once_each_in_the_right_process_fork_mode(jq, workers)
     for _, pid, _ppid, sender, marker in by_event["before_fork"]:
         assert (int(pid), sender) == (worker_pid, "Worker")
         assert marker in children_by_marker
-    for _, pid, ppid, sender, marker in by_event["after_fork"]:
+    for _, pid, served, sender, marker in by_event["after_fork"]:
         assert int(pid) == children_by_marker[marker]
-        assert int(ppid) == worker_pid and sender == "Worker"
+        assert int(served) == worker_pid and sender == "Worker"
     # Django's task signals are sent by the process that runs the job: the child.
     for _, pid, _ppid, marker in by_event["task_started"]:
         assert int(pid) == children_by_marker[marker]

@@ -46,6 +46,25 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, grandchildren...), no zombies."""
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [kid for parent in frontier for kid in children(parent, zombies=False)]
+        found += kids
+        frontier = kids
+    return sorted(found)
+
+
+def is_fork_server(pid: int) -> bool:
+    return "Fork server of" in cmdline(pid)
+
+
+def job_children(worker_pid: int) -> list[int]:
+    """A fork-mode worker's job children: forked by it, or by its fork server."""
+    return [pid for pid in descendants(worker_pid) if not is_fork_server(pid)]
+
+
 def children(pid: int, *, zombies: bool = True) -> list[int]:
     """Processes whose parent is ``pid`` (zombies included unless told otherwise)."""
     found = []
@@ -133,9 +152,18 @@ class Workers:
                          timeout, f"{count} job(s) to start")
 
     def job_child(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-        """The pid of the child running the worker's current job."""
-        kids = self.wait(proc, lambda: children(proc.pid, zombies=False), timeout,
-                         "a job child")
+        """The pid of the child running the worker's current job (or the one waiting for a
+        job, when that is the only one: a child between jobs, with ``--jobs-per-child``).
+
+        With the fork server a second child is usually waiting for the next job beside the
+        one running this job: the running one is the one titled ``Processing``.
+        """
+        def found() -> list[int]:
+            kids = job_children(proc.pid)
+            running = [pid for pid in kids if "Processing" in cmdline(pid)]
+            return running or (kids if len(kids) == 1 else [])
+
+        kids = self.wait(proc, found, timeout, "a job child")
         assert len(kids) == 1, kids
         return kids[0]
 

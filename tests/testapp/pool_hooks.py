@@ -13,6 +13,7 @@ from typing import Any
 from jobqueue import signals
 from jobqueue.broker import get_broker
 from jobqueue.compat import task
+from tests.testapp.procinfo import served_worker
 
 
 def _push(record: str) -> None:
@@ -87,6 +88,7 @@ def prewarm_state() -> None:
     state = {
         "pid": os.getpid(),
         "ppid": os.getppid(),
+        "worker": served_worker(),
         "content_types": len(ContentType.objects._cache.get("default", {})),
         "user_fields_cached": "fields" in User._meta.__dict__,
         "resolver_populated": get_resolver()._populated,

@@ -18,6 +18,7 @@ from typing import Any
 from jobqueue import signals
 from jobqueue.broker import get_broker
 from jobqueue.compat import task, task_finished, task_started
+from tests.testapp.procinfo import served_worker
 
 
 def _client() -> Any:
@@ -33,7 +34,8 @@ def _push(name: str, record: str) -> None:
 
 
 def _hook(event: str, *extra: object) -> None:
-    _push("hooks", ":".join([event, str(os.getpid()), str(os.getppid()), *map(str, extra)]))
+    """Record ``event:pid:worker:...`` (``worker``: see ``served_worker``)."""
+    _push("hooks", ":".join([event, str(os.getpid()), str(served_worker()), *map(str, extra)]))
 
 
 # --------------------------------------------------------------------------- worker hooks
@@ -202,8 +204,9 @@ def db_probe(marker: str) -> None:
 # --------------------------------------------------------------------------- tasks
 @task()
 def whoami(marker: str) -> dict[str, Any]:
-    """Record and return the pid and parent pid of the process running the job."""
-    record = {"marker": marker, "pid": os.getpid(), "ppid": os.getppid()}
+    """Record and return the pid, parent pid and served worker of the process running the job."""
+    record = {"marker": marker, "pid": os.getpid(), "ppid": os.getppid(),
+              "worker": served_worker()}
     _push("whoami", json.dumps(record))
     return record
 

@@ -1,0 +1,223 @@
+"""The fork server (``jobqueue.forkserver``): a quiet copy of the worker that forks its children.
+
+First the server on its own, with a trivial child, in this process; then real
+``manage.py worker`` processes: where children come from, the child forked in advance, and
+what happens when the server, or the worker, is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from jobqueue.childlink import read_frame, write_frame
+from jobqueue.forkserver import UNKNOWN_STATUS, ForkServer, ForkServerGone
+from jobqueue.process import describe_status
+from tests.testapp import tasks
+from tests.testapp import worker_tasks as wt
+from tests.worker_support import (
+    children,
+    cmdline,
+    exists,
+    is_fork_server,
+    job_children,
+    make_workers,
+)
+
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+    # pytest-django's live-server thread may exist in this process; the forked server and its
+    # children only touch pipes and exit, so forking beside it is safe.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
+
+
+def _echo_child(report_fd: int, inbox_fd: int) -> None:
+    """A child that answers one frame with its pid, or exits with the code it is sent."""
+    message = read_frame(inbox_fd)
+    if message is not None and message.startswith(b"exit:"):
+        os._exit(int(message[5:]))
+    write_frame(report_fd, str(os.getpid()).encode())
+    os._exit(0)
+
+
+@pytest.fixture
+def server():
+    handle = ForkServer(_echo_child)
+    handle.start()
+    yield handle
+    handle.stop(timeout=2.0)
+
+
+def _child(server: ForkServer) -> tuple[int, int, int]:
+    report_r, report_w = os.pipe()
+    inbox_r, inbox_w = os.pipe()
+    server.request(report_w, inbox_r)
+    os.close(report_w)
+    os.close(inbox_r)
+    return server.next_pid(), report_r, inbox_w
+
+
+def _status(server: ForkServer, pid: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (status := server.status_of(pid)) is None:
+        assert time.monotonic() < deadline, f"no exit status for {pid}"
+        time.sleep(0.005)
+    return status
+
+
+# ============================================================================ on its own
+def test_the_server_forks_children_that_talk_through_the_pipes_it_was_given(server):
+    pid, report_r, inbox_w = _child(server)
+    assert children(server.pid) == [pid] and pid not in children(os.getpid())
+    write_frame(inbox_w, b"hello")
+    assert read_frame(report_r) == str(pid).encode()
+    assert describe_status(_status(server, pid)) == (0, None)
+    for fd in (report_r, inbox_w):
+        os.close(fd)
+
+
+def test_exit_statuses_and_signals_are_reported_by_pid(server):
+    first, r1, w1 = _child(server)
+    second, r2, w2 = _child(server)
+    os.kill(second, signal.SIGKILL)
+    write_frame(w1, b"exit:7")
+    assert describe_status(_status(server, first)) == (7, None)
+    assert describe_status(_status(server, second)) == (None, signal.SIGKILL)
+    for fd in (r1, w1, r2, w2):
+        os.close(fd)
+
+
+def test_control_signals_do_not_touch_the_server(server):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
+                   signal.SIGHUP):
+        os.kill(server.pid, signum)
+    pid, report_r, inbox_w = _child(server)  # still serving
+    write_frame(inbox_w, b"x")
+    assert read_frame(report_r) == str(pid).encode()
+
+
+def test_the_server_leaves_when_the_worker_closes_its_end_children_stay(server):
+    pid, report_r, inbox_w = _child(server)
+    server_pid = server.pid
+    server.stop(timeout=5.0)
+    assert not exists(server_pid)
+    assert exists(pid)  # a child is never killed with the server: it may hold a job
+    write_frame(inbox_w, b"x")
+    assert read_frame(report_r) == str(pid).encode()
+
+
+def test_a_killed_server_is_noticed_and_its_childrens_fate_is_unknown(server):
+    pid, report_r, inbox_w = _child(server)
+    os.kill(server.pid, signal.SIGKILL)
+    os.waitpid(server.pid, 0)
+    os.close(inbox_w)  # the orphan reads end of file and exits; init reaps it
+    deadline = time.monotonic() + 10
+    while exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.status_of(pid) == UNKNOWN_STATUS
+    assert describe_status(UNKNOWN_STATUS) == (None, None)
+    with pytest.raises(ForkServerGone):
+        _child(server)
+    os.close(report_r)
+
+
+# ============================================================================ in a worker
+@pytest.fixture
+def workers(jq, tmp_path, monkeypatch):
+    return make_workers(jq, tmp_path, monkeypatch)
+
+
+def _server_of(worker_pid: int) -> int:
+    [server] = children(worker_pid)
+    assert is_fork_server(server), cmdline(server)
+    assert cmdline(server) == f"resque-3.0.0: Fork server of {worker_pid}"
+    return server
+
+
+def test_children_come_from_the_fork_server_and_the_next_one_is_forked_in_advance(
+        jq, workers):
+    proc = workers.spawn("-q", "default")
+    workers.wait_idle(proc)
+    server = _server_of(proc.pid)
+    # Idle, the worker already has a child waiting for its next job...
+    spare = workers.wait(proc, lambda: job_children(proc.pid), 10, "a waiting child")[0]
+    assert "waiting for a job" in cmdline(spare)
+    assert children(server) == [spare]
+    # ...which runs it: no fork between the job's arrival and its start.
+    handle = wt.whoami.enqueue("first")
+    workers.wait(proc, lambda: workers.records("whoami"), 30, "the job")
+    [record] = workers.json_records("whoami")
+    assert (record["pid"], record["ppid"], record["worker"]) == (spare, server, proc.pid)
+    assert wt.whoami.get_result(handle.id).status == "SUCCESSFUL"
+    assert _server_of(proc.pid) == server  # one server for the worker's life
+
+
+def test_without_the_fork_server_the_worker_forks_each_child_itself(jq, workers):
+    workers.configure(FORK_SERVER=False)
+    handles = [wt.whoami.enqueue(f"j{i}") for i in range(2)]
+    done = workers.run("--burst", "-q", "default")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "forked by the worker" in done.stderr
+    records = workers.json_records("whoami")
+    [worker] = {r["ppid"] for r in records}
+    assert {r["worker"] for r in records} == {worker}
+    assert all(wt.whoami.get_result(h.id).status == "SUCCESSFUL" for h in handles)
+
+
+def test_a_fork_server_killed_while_idle_is_replaced_and_nothing_is_lost(jq, workers):
+    proc = workers.spawn("-q", "default")
+    workers.wait_idle(proc)
+    server = _server_of(proc.pid)
+    os.kill(server, signal.SIGKILL)
+    workers.wait(proc, lambda: not exists(server), 10, "the server to be reaped")
+    handles = [tasks.record.enqueue(f"r{i}") for i in range(3)]
+    workers.wait(proc, lambda: len(workers.records("record")) == 3, 30, "the three jobs")
+    assert all(tasks.record.get_result(h.id).status == "SUCCESSFUL" for h in handles)
+    assert jq.redis.llen(jq.key("failed")) == 0
+    replacement = _server_of(proc.pid)
+    assert replacement != server
+    assert "starting a new one" in workers.log(proc)
+
+
+def test_a_fork_server_killed_while_a_job_runs_lets_the_job_finish(jq, workers):
+    handle = wt.wait_release.enqueue("w")
+    proc = workers.spawn("-q", "default")
+    workers.wait_started(proc)
+    child = workers.job_child(proc)
+    os.kill(_server_of(proc.pid), signal.SIGKILL)
+    workers.release("w")
+    workers.wait(proc, lambda: wt.wait_release.get_result(handle.id).status == "SUCCESSFUL",
+                 30, "the job to be recorded")
+    after = tasks.record.enqueue("after")
+    workers.wait(proc, lambda: tasks.record.get_result(after.id).status == "SUCCESSFUL", 30,
+                 "the next job")
+    workers.wait(proc, lambda: not exists(child), 10, "the orphaned child to go")
+    assert jq.redis.llen(jq.key("failed")) == 0
+
+
+def test_a_worker_killed_with_sigkill_takes_its_server_and_waiting_child_along(jq, workers):
+    proc = workers.spawn("-q", "default")
+    workers.wait_idle(proc)
+    server = _server_of(proc.pid)
+    spare = workers.wait(proc, lambda: job_children(proc.pid), 10, "a waiting child")[0]
+    proc.kill()
+    proc.wait(10)
+    workers.wait(proc, lambda: not exists(server) and not exists(spare), 10,
+                 "the server and the waiting child to exit")
+
+
+def test_the_worker_forgets_each_child_once_its_exit_is_known(jq):
+    from jobqueue.worker import Worker
+
+    handles = [tasks.add.enqueue(i, i) for i in range(40)]
+    worker = Worker(jq.broker, ["default"], burst=True, interval=0.5,
+                    manage_db_connections=False)
+    worker.work()
+    assert all(tasks.add.get_result(h.id).status == "SUCCESSFUL" for h in handles)
+    assert worker._served == {}  # nothing kept per job: no growth over millions of jobs
+    assert worker._server is None and worker._waiting_child is None
