@@ -134,16 +134,35 @@ def _seed_for_screenshots(jq: Any) -> None:
     jq.broker.reserve("web-1:2101:mail,default", ["mail"])
 
 
-def test_screenshots(jq, live_server, browser, django_user_model, tmp_path):
+SCHEDULE = {
+    "nightly-report": {"task": "tests.testapp.tasks.echo", "cron": "0 3 * * *",
+                       "args": ["nightly"], "queue": "reports"},
+    "refresh-rates": {"task": "tests.testapp.tasks.add", "every": 300, "args": [1, 2]},
+}
+
+
+def _seed_schedule(jq: Any, settings: Any) -> None:
+    from jobqueue.periodic import build_periodic_job, parse_schedule
+
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "SCHEDULE": SCHEDULE}
+    entry = next(e for e in parse_schedule(SCHEDULE) if e.name == "refresh-rates")
+    tick = datetime.fromtimestamp(int(time.time()) // 300 * 300, UTC)
+    job, record = build_periodic_job(entry)
+    jq.broker.fire_periodic(entry.name, tick, job, record)
+
+
+def test_screenshots(jq, live_server, browser, django_user_model, tmp_path, settings):
     out = Path(os.environ.get("JOBQUEUE_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     _seed_for_screenshots(jq)
+    _seed_schedule(jq, settings)
     page = _login(browser, live_server, django_user_model)
     base = f"{live_server.url}/admin/jobqueue/"
     ref = jq.broker.failed_page(0, 1)[0].ref
     shots = [("overview", ""), ("queues", "monitor/queues/"),
              ("queue", "monitor/queues/mail/"), ("failed", "monitor/failed/"),
-             ("failed-entry", f"monitor/failed/{ref}/"), ("workers", "monitor/workers/")]
+             ("failed-entry", f"monitor/failed/{ref}/"), ("workers", "monitor/workers/"),
+             ("scheduled", "monitor/scheduled/"), ("periodic", "monitor/periodic/")]
     for name, path in shots:
         page.goto(base + path)
         page.screenshot(path=str(out / f"monitor-{name}.png"), full_page=name != "queue")
