@@ -3,13 +3,20 @@
 Clients are process-global and shared by every thread's backend instance (Django builds one
 backend per thread). redis-py's connection pools notice a fork and reconnect in the child, so
 a forked job never reuses its parent's socket.
+
+``ThreadConnection`` is the producer's lean lane: each thread keeps one connection taken from
+the client's pool and sends commands packed once, skipping redis-py's per-command pool round
+(lock, readiness poll, metrics) while keeping its retry policy.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import select
 import threading
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +24,11 @@ import redis
 from django.conf import settings
 
 from .exceptions import ConfigurationError
+
+try:  # hiredis packs a whole command in C; optional (the ``hiredis`` extra)
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - exercised where hiredis is not installed
+    _hiredis_pack = None
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _SCHEMES = {"redis", "rediss", "unix"}
@@ -115,3 +127,198 @@ def reset_clients() -> None:
         for client in _clients.values():
             client.close()
         _clients.clear()
+
+
+# --------------------------------------------------------------------------- the lean lane
+def _pack_python(args: tuple[Any, ...]) -> bytes:
+    """RESP for ``args`` (``bytes``, ``str`` as UTF-8, ``int``): what redis-py would send."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode("utf-8")
+        elif not isinstance(arg, bytes):
+            arg = str(arg).encode("ascii")
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+def packer_for(client: redis.Redis) -> Callable[[tuple[Any, ...]], bytes] | None:
+    """A function packing a whole command at once for ``client``'s connections, or ``None``
+    when the client encodes text other than as strict UTF-8 (then redis-py packs)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if (kwargs.get("encoding", "utf-8").lower().replace("_", "-") not in {"utf-8", "utf8"}
+            or kwargs.get("encoding_errors", "strict") != "strict"):
+        return None
+    return _hiredis_pack or _pack_python
+
+
+#: At most this many connections of a pool are kept by threads (and never more than a
+#: quarter of its ``max_connections``); other threads borrow one per call.
+KEPT_CONNECTIONS = 32
+
+
+class _Kept:
+    """A connection one thread keeps; when the thread ends (its storage goes), it goes back."""
+
+    __slots__ = ("__weakref__", "conn", "pid", "poller", "sock")
+
+    def __init__(self, lane: ThreadConnection, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+        self.sock: Any = None
+        self.poller: Any = None
+        weakref.finalize(self, lane.give_back, conn, self.pid)
+
+    def fresh(self) -> Any:
+        """The connection, disconnected first if it holds something while no reply is due:
+        Redis closed it (a restart, its idle ``timeout``, a protocol error) or sent stray
+        bytes. redis-py's pool makes the same check when it hands a connection out; the next
+        command then reconnects instead of failing. (One ``poll``; only a readable socket is
+        looked at closer, since TLS may have records that carry no data.)"""
+        conn = self.conn
+        sock = getattr(conn, "_sock", None)
+        if sock is None:
+            return conn
+        if sock is not self.sock:
+            self.sock, self.poller = sock, select.poll()
+            self.poller.register(sock, select.POLLIN)
+        if self.poller.poll(0):
+            try:
+                stale = conn.can_read()
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                stale = True
+            if stale:
+                conn.disconnect()
+        return conn
+
+
+class ThreadConnection:
+    """One client's lean lane: each thread's own connection from the client's pool, for
+    commands packed once and sent in one packet.
+
+    Thread-safe (a connection per thread) and fork-safe (a child never uses its parent's
+    sockets: the pid is checked on every call). A thread keeps its connection until it ends;
+    once ``KEPT_CONNECTIONS`` threads keep one, further threads borrow one from the pool per
+    call, so a pool's ``max_connections`` is never used up by idle threads. Errors are
+    redis-py's: ``ConnectionError``, ``TimeoutError``, ``ResponseError`` and its subclasses.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pool = client.connection_pool
+        self.pack = packer_for(client)
+        cap = getattr(self.pool, "max_connections", None)
+        self.limit = (min(KEPT_CONNECTIONS, cap // 4) if isinstance(cap, int)
+                      else KEPT_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._kept = 0
+
+    def _take(self) -> tuple[Any, bool]:
+        """This thread's connection, and whether it keeps it (else: release after use)."""
+        kept: _Kept | None = getattr(self._local, "kept", None)
+        pid = os.getpid()
+        if kept is not None and kept.pid == pid:
+            return kept.fresh(), True
+        if pid != self._pid:  # a forked child: the parent's connections are not ours
+            with self._lock:
+                if pid != self._pid:
+                    self._reset()
+        # Connects now: a refused connection raises at once, outside the retry policy (as
+        # redis-py's own commands do).
+        conn = self.pool.get_connection()
+        with self._lock:
+            keep = self._kept < self.limit
+            if keep:
+                self._kept += 1
+        if keep:
+            self._local.kept = _Kept(self, conn)
+        return conn, keep
+
+    def give_back(self, conn: Any, pid: int) -> None:
+        """Return a kept connection to the pool (not in a forked child: it is the parent's)."""
+        if os.getpid() != pid or pid != self._pid:
+            return
+        with self._lock:
+            self._kept -= 1
+        self.pool.release(conn)
+
+    def packed(self, *args: Any) -> bytes:
+        """``args`` as one command on the wire."""
+        if self.pack is not None:
+            return self.pack(args)
+        conn = self.pool.get_connection()
+        try:
+            return b"".join(conn.pack_command(*args))
+        finally:
+            self.pool.release(conn)
+
+    def call(self, command: bytes, meanwhile: Callable[[], object] | None = None) -> Any:
+        """Send one packed command and read its reply, retrying as redis-py's client would
+        (the connection's own ``retry`` policy: reconnect after a dropped connection).
+
+        ``meanwhile`` runs between sending and reading, while Redis works: it runs again if
+        the command is sent again, so it must be idempotent.
+        """
+        return self._run(lambda conn: _exchange(conn, command, meanwhile))
+
+    def call_many(self, commands: list[bytes]) -> list[Any]:
+        """Send packed commands in one packet and read every reply, as a non-transactional
+        pipeline does: a ``ResponseError`` reply is returned in its place, not raised."""
+        packet = b"".join(commands)
+        replies: list[Any] = self._run(lambda conn: _exchange_many(conn, packet, len(commands)))
+        return replies
+
+    def _run(self, exchange: Callable[[Any], Any]) -> Any:
+        conn, kept = self._take()
+        try:
+            return conn.retry.call_with_retry(lambda: exchange(conn),
+                                              lambda _error: conn.disconnect())
+        except redis.ResponseError:
+            raise  # a reply: the connection is in order
+        except BaseException:
+            if kept:  # given back (disconnected): the pool reconnects it for the next taker
+                self._local.kept = None
+            raise
+        finally:
+            if not kept:
+                self.pool.release(conn)
+
+
+_lanes: weakref.WeakKeyDictionary[redis.Redis, ThreadConnection] = weakref.WeakKeyDictionary()
+
+
+def lane_for(client: redis.Redis) -> ThreadConnection:
+    """The one ``ThreadConnection`` of ``client`` in this process."""
+    lane = _lanes.get(client)
+    if lane is None:
+        with _lock:
+            lane = _lanes.get(client)
+            if lane is None:
+                lane = _lanes[client] = ThreadConnection(client)
+    return lane
+
+
+def _exchange(conn: Any, command: bytes, meanwhile: Callable[[], object] | None = None) -> Any:
+    conn.send_packed_command((command,), check_health=False)
+    if meanwhile is not None:
+        try:
+            meanwhile()
+        except BaseException:
+            conn.read_response()  # the reply is due whatever happened here
+            raise
+    return conn.read_response()
+
+
+def _exchange_many(conn: Any, packet: bytes, count: int) -> list[Any]:
+    conn.send_packed_command((packet,), check_health=False)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(conn.read_response())
+        except redis.ResponseError as exc:
+            replies.append(exc)
+    return replies

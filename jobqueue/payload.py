@@ -27,6 +27,11 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+#: ``json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`` builds this
+#: very encoder on every call; building it once is the same output for less work.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """Serialise like Ruby's json gem: compact, UTF-8, no NaN.
 
@@ -34,7 +39,7 @@ def dumps(obj: Any) -> str:
     strings) cannot be written as UTF-8 nor read by Lua's cjson even as ``\\u`` escapes:
     each becomes U+FFFD, so every record stays valid JSON for every Resque client.
     """
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _ENCODER.encode(obj)
     if _LONE_SURROGATE.search(text):
         text = _LONE_SURROGATE.sub("\ufffd", text)
     return text
@@ -354,7 +359,8 @@ class ResultRecord:
 
 
 def encode_result(record: ResultRecord) -> dict[str, str]:
-    """Fields of the result hash; times as ISO, structured values as JSON."""
+    """Fields of the result hash, every one written out; times as ISO, structured values as
+    JSON. (Results written with their job use ``encode_enqueued_result``.)"""
     fields = {
         "task": record.task_name,
         "status": record.status,
@@ -375,19 +381,73 @@ def encode_result(record: ResultRecord) -> dict[str, str]:
     return fields
 
 
+def encode_enqueued_result(record: ResultRecord, job: Job) -> dict[str, str]:
+    """The result hash of a job written with it, without its ``payload`` field.
+
+    The writer adds ``payload``, the job's exact bytes (``push.lua`` stores its argument,
+    ``schedule`` the delayed item), and ``decode_result`` reads the task, args, kwargs,
+    priority and enqueued_at from it. Only what the payload does not say is written here, and
+    default values are left out (queue and backend ``default``, no errors, no workers): a
+    READY result on the default queue is ``status`` and ``payload``. A field that disagrees
+    with ``job`` is written out and wins over the payload.
+    """
+    fields = {"status": record.status}
+    if record.queue != "default":
+        fields["queue"] = record.queue
+    if record.backend != "default":
+        fields["backend"] = record.backend
+    if record.task_name != job.task_name:
+        fields["task"] = record.task_name
+    if record.priority != job.priority:
+        fields["priority"] = str(record.priority)
+    if record.args is not job.args and record.args != job.args:
+        fields["args"] = dumps(record.args)
+    if record.kwargs is not job.kwargs and record.kwargs != job.kwargs:
+        fields["kwargs"] = dumps(record.kwargs)
+    if record.errors:
+        fields["errors"] = dumps(record.errors)
+    if record.worker_ids:
+        fields["worker_ids"] = dumps(record.worker_ids)
+    for name in ("started_at", "last_attempted_at", "finished_at", "run_after"):
+        value = getattr(record, name)
+        if value is not None:
+            fields[name] = format_iso(value)
+    if record.enqueued_at != job.enqueued_at and record.enqueued_at is not None:
+        fields["enqueued_at"] = format_iso(record.enqueued_at)
+    if record.status == "SUCCESSFUL":
+        fields["return_value"] = dumps(record.return_value)
+    return fields
+
+
+def _payload_fields(raw: str | None) -> dict[str, Any]:
+    """The ``ResultRecord`` fields a result's ``payload`` field stands for (none without one)."""
+    if raw is None:
+        return {}
+    body = json.loads(raw)
+    if not isinstance(body, dict) or not isinstance(body.get("class"), str):
+        raise ValueError("payload is not a Resque job")
+    return {"task_name": body["class"], "args": body.get("args", []),
+            "kwargs": body.get("kwargs", {}), "priority": int(body.get("priority", 0)),
+            "enqueued_at": body.get("enqueued_at")}
+
+
 def decode_result(result_id: str, fields: Mapping[str, str]) -> ResultRecord:
-    """Rebuild a ``ResultRecord`` from the result hash."""
+    """Rebuild a ``ResultRecord`` from the result hash, in either layout: every field
+    written out (``encode_result``, and every result earlier versions stored), or
+    ``payload`` plus what it does not say (``encode_enqueued_result``). A field written out
+    wins over the payload."""
     try:
+        job = _payload_fields(fields.get("payload"))
         return ResultRecord(
             id=result_id,
-            task_name=fields["task"],
+            task_name=fields["task"] if "task" in fields or not job else job["task_name"],
             status=fields["status"],
             queue=fields.get("queue", "default"),
-            priority=int(fields.get("priority", "0")),
+            priority=int(fields["priority"]) if "priority" in fields else job.get("priority", 0),
             backend=fields.get("backend", "default"),
-            args=json.loads(fields.get("args", "[]")),
-            kwargs=json.loads(fields.get("kwargs", "{}")),
-            enqueued_at=parse_time(fields.get("enqueued_at")),
+            args=json.loads(fields["args"]) if "args" in fields else job.get("args", []),
+            kwargs=json.loads(fields["kwargs"]) if "kwargs" in fields else job.get("kwargs", {}),
+            enqueued_at=parse_time(fields.get("enqueued_at", job.get("enqueued_at"))),
             started_at=parse_time(fields.get("started_at")),
             last_attempted_at=parse_time(fields.get("last_attempted_at")),
             finished_at=parse_time(fields.get("finished_at")),
@@ -396,5 +456,5 @@ def decode_result(result_id: str, fields: Mapping[str, str]) -> ResultRecord:
             errors=json.loads(fields.get("errors", "[]")),
             worker_ids=json.loads(fields.get("worker_ids", "[]")),
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise PayloadError(f"result {result_id!r} is corrupt: {exc}") from None

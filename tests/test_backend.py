@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import json
 import math
 import os
@@ -172,10 +173,43 @@ def test_enqueue_stores_the_ready_result_with_the_pending_ttl(jq, settings):
     result = tasks.echo.enqueue("x", key=(1, 2))
     key = jq.key("jobqueue", "result", result.id)
     stored = jq.redis.hgetall(key)
-    assert stored["status"] == "READY"
-    assert stored["task"] == "tests.testapp.tasks.echo"
-    assert (stored["args"], stored["kwargs"]) == ('["x"]', '{"key":[1,2]}')
+    # Compact: the status, and the queue entry's exact bytes (task, args, kwargs, priority
+    # and enqueued_at are read from them); default queue and backend are left out.
+    [raw] = _queue(jq)
+    assert stored == {"status": "READY", "payload": raw}
+    found = tasks.echo.get_result(result.id)
+    assert found.task.module_path == "tests.testapp.tasks.echo"
+    assert (found.args, found.kwargs) == (["x"], {"key": [1, 2]})
     assert 0 < jq.redis.ttl(key) <= 900
+
+
+def test_a_result_names_its_queue_and_backend_when_not_the_default(jq, settings):
+    settings.TASKS = {**settings.TASKS, "other": {**settings.TASKS["default"]}}
+    chosen = tasks.echo.using(queue_name="reports", priority=-4, backend="other")
+    result = chosen.enqueue(1)
+    stored = jq.redis.hgetall(jq.key("jobqueue", "result", result.id))
+    [raw] = jq.redis.zrange(jq.key("jobqueue", "priority", "reports"), 0, -1)
+    assert stored == {"status": "READY", "payload": raw, "queue": "reports",
+                      "backend": "other"}
+    found = task_backends["other"].get_result(result.id)
+    assert (found.task.queue_name, found.task.priority, found.backend) == ("reports", -4,
+                                                                          "other")
+    assert found.enqueued_at == result.enqueued_at and found.args == [1]
+
+
+def test_a_result_stored_in_the_full_layout_is_still_read(jq):
+    # What earlier versions wrote at enqueue: every field spelled out, no payload.
+    key = jq.key("jobqueue", "result", "f" * 32)
+    jq.redis.hset(key, mapping={
+        "task": "tests.testapp.tasks.echo", "status": "READY", "queue": "mail",
+        "priority": "7", "backend": "default", "args": '[1,"x"]', "kwargs": '{"k":true}',
+        "errors": "[]", "worker_ids": "[]", "enqueued_at": "2026-01-02T03:04:05.000006Z"})
+    found = tasks.echo.get_result("f" * 32)
+    assert found.status == TaskResultStatus.READY
+    assert (found.args, found.kwargs, found.backend) == ([1, "x"], {"k": True}, "default")
+    assert (found.task.queue_name, found.task.priority) == ("mail", 7)
+    assert found.enqueued_at == datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    assert (found.errors, found.worker_ids, found.started_at) == ([], [], None)
 
 
 def test_enqueue_returns_a_ready_task_result(jq):
@@ -235,6 +269,71 @@ def test_json_arguments_of_every_kind_are_accepted(jq):
     stored = tasks.echo.get_result(result.id)
     assert stored.args == [value, [value]]
     assert stored.kwargs == {"big": 12345678901234567890}
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Label(str):
+    pass
+
+
+LEGAL = [
+    pytest.param((), {}, id="nothing"),
+    pytest.param((1, -2, 2.5, -0.0, True, None, "x"), {"s": "é", "big": 2**70}, id="scalars"),
+    pytest.param(((1, (2, [3, (4,)])),), {"t": (1, 2)}, id="tuples"),
+    pytest.param(([{"a": [{"b": {}}]}],), {"d": {"e": [[], {}]}}, id="nested"),
+    pytest.param((Level.LOW, Label("x")), {"k": Level.LOW}, id="subclasses"),
+    pytest.param(([[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],), {},
+                 id="deep"),
+    pytest.param(({"ü": "😀", "\u2028": "/"},), {}, id="unicode-keys"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), LEGAL)
+def test_the_quick_argument_check_agrees_with_the_full_one(args, kwargs):
+    from jobqueue.backends.results import _checked_arguments, json_arguments
+
+    quick, full = json_arguments("t", args, kwargs), _checked_arguments("t", args, kwargs)
+    assert quick == full
+    assert [type(v) for v in quick[0]] == [type(v) for v in full[0]]
+    assert quick[0] is not args and quick[1] is not kwargs  # copies, never the caller's
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    pytest.param(("bad \udcff",), {}, id="lone-surrogate"),
+    pytest.param((), {"bad \ud800": 1}, id="lone-surrogate-key"),
+    pytest.param((float("-inf"),), {}, id="inf"),
+    pytest.param(([1, {2: "x"}],), {}, id="int-key"),
+])
+def test_what_the_quick_check_leaves_to_the_full_one_is_still_refused(jq, args, kwargs):
+    with pytest.raises(InvalidTaskArguments, match=r"^Arguments of tests\.testapp\.tasks\.echo "):
+        tasks.echo.enqueue(*args, **kwargs)
+    assert _keys(jq) == set()
+
+
+def test_a_task_is_validated_once_per_backend_unless_it_has_run_after(jq, monkeypatch):
+    from jobqueue.compat import BaseTaskBackend
+
+    backend = tasks.add.get_backend()
+    calls: list[Any] = []
+    original = BaseTaskBackend.validate_task
+
+    def counting(self, task):
+        calls.append(task)
+        return original(self, task)
+
+    monkeypatch.setattr(BaseTaskBackend, "validate_task", counting)
+    chosen = tasks.add.using(queue_name="once")  # validated here, by Django
+    for _ in range(3):
+        chosen.enqueue(1, 2)
+    assert calls == [chosen]
+    later = tasks.add.using(run_after=timedelta(hours=1))
+    later.enqueue(1, 2)
+    later.enqueue(1, 2)
+    assert calls[1:] == [later] * 3  # using() once, then each enqueue
+    assert backend is tasks.add.get_backend()
 
 
 # ------------------------------------------------------------------ get_result
@@ -536,6 +635,33 @@ def test_enqueue_many_on_prioritised_and_named_queues(jq):
     members = jq.redis.zrange(jq.key("jobqueue", "priority", "bulk"), 0, -1)
     assert [json.loads(m)["id"] for m in members] == [r.id for r in results]
     assert jq.redis.sismember(jq.key("queues"), "bulk")
+
+
+def test_enqueue_many_returns_what_get_result_reads_back(jq):
+    chosen = tasks.echo.using(queue_name="bulk", priority=-3)
+    before = datetime.now(UTC)
+    results = chosen.get_backend().enqueue_many(chosen, [
+        ((1, (2, 3)), {"k": (4,)}), ((), {}), (("ü",), {"n": None})])
+    assert before <= results[0].enqueued_at <= datetime.now(UTC)
+    assert len({r.enqueued_at for r in results}) == 1  # one timestamp per call
+    assert [r.args for r in results] == [[1, [2, 3]], [], ["ü"]]  # JSON-normalised
+    assert [r.kwargs for r in results] == [{"k": [4]}, {}, {"n": None}]
+    for result in results:
+        found = tasks.echo.get_result(result.id)
+        for name in ("id", "status", "enqueued_at", "started_at", "finished_at",
+                     "last_attempted_at", "args", "kwargs", "backend", "errors", "worker_ids"):
+            assert getattr(found, name) == getattr(result, name), name
+        assert (found.task.queue_name, found.task.priority) == ("bulk", -3)
+        assert result.task.func is tasks.echo.func
+    stored = jq.redis.zrange(jq.key("jobqueue", "priority", "bulk"), 0, -1)
+    assert [json.loads(raw)["id"] for raw in stored] == [r.id for r in results]
+    assert [key for key, _ in _ordered(stored[0])] == [
+        "class", "args", "id", "kwargs", "priority", "enqueued_at"]
+
+
+def test_enqueue_many_of_nothing_writes_nothing(jq):
+    assert tasks.add.get_backend().enqueue_many(tasks.add, []) == []
+    assert _keys(jq) == set()
 
 
 # ------------------------------------------------------------------ async API

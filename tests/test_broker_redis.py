@@ -561,6 +561,133 @@ def test_wait_for_job_returns_after_its_timeout(jq):
     assert not thread.is_alive() and thread.errors == []  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------------ producing
+def _noop_job(i: int, **changes: Any) -> Job:
+    values: dict[str, Any] = dict(task_name="tests.testapp.tasks.echo", args=[i], id=f"{i:032x}",
+                                  enqueued_at=datetime(2026, 5, 6, 7, 8, 9, 10, tzinfo=UTC))
+    values.update(changes)
+    return Job(**values)
+
+
+def _record_of(job: Job, **changes: Any) -> payload.ResultRecord:
+    values: dict[str, Any] = dict(
+        id=job.id, task_name=job.task_name, status="READY", queue=job.queue,
+        priority=job.priority, backend="default", args=job.args, kwargs=job.kwargs,
+        enqueued_at=job.enqueued_at)
+    values.update(changes)
+    return payload.ResultRecord(**values)
+
+
+@pytest.mark.parametrize(("args", "kwargs", "extra"), [
+    ([], {}, {}), ([1, "ü € 😀", None, 2.5], {}, {}), ([], {"k": [True, {"n": None}]}, {}),
+    ([[1, [2]], {"a": "\"quoted\" \\ /"}], {"x": "é"}, {}), (["bad \udcff"], {}, {}),
+    ([1], {}, {"attempts": 2}),
+])
+@pytest.mark.parametrize("priority", [0, -7])
+def test_batch_encoding_writes_what_encode_job_writes(args, kwargs, extra, priority):
+    from jobqueue.broker.redis import batch_encoder
+
+    template = _noop_job(0, priority=priority, extra=extra, queue="q")
+    encode = batch_encoder(template)
+    for result_id in ("0123456789abcdef0123456789abcdef", "not hex \"at\" all"):
+        one = Job(task_name=template.task_name, args=args, kwargs=kwargs, id=result_id,
+                  queue="q", enqueued_at=template.enqueued_at, priority=priority, extra=extra)
+        assert encode(result_id, args, kwargs) == payload.encode_job(one)
+
+
+def test_push_many_of_mixed_jobs_keeps_each_queue_in_order_in_one_round_trip(jq):
+    items = [(_noop_job(1), None), (_noop_job(2, queue="other"), None),
+             (_noop_job(3, priority=5), None), (_noop_job(4), None), (_noop_job(5), None)]
+    items = [(job, _record_of(job) if job.args[0] % 2 else None) for job, _ in items]
+    jq.broker.push_many(items[:1])  # loads the script
+    with sent_packets(jq.broker.client) as packets:
+        jq.broker.push_many(items[1:])
+    assert len(packets) == 1
+    assert [json.loads(raw)["args"] for raw in _queue(jq)] == [[1], [4], [5]]
+    assert [json.loads(raw)["args"] for raw in _queue(jq, "other")] == [[2]]
+    [prioritised] = jq.redis.zrange(jq.key("jobqueue", "priority", "default"), 0, -1)
+    assert prioritised == payload.encode_job(items[2][0])
+    for job, record in items:
+        assert jq.broker.get_result(job.id) == record  # None where none was written
+    assert jq.redis.smembers(jq.key("queues")) == {"default", "other"}
+
+
+def test_push_many_survives_a_script_flush_with_several_calls_in_its_round_trip(jq):
+    jq.broker.push_many([(_noop_job(1), None)])
+    jq.redis.script_flush()
+    jq.broker.push_many([(_noop_job(2), None), (_noop_job(3, queue="other"), None)])
+    assert len(_queue(jq)) == 2 and len(_queue(jq, "other")) == 1
+
+
+def test_wake_tokens_are_trimmed_when_nobody_takes_them(jq):
+    wake = jq.key("jobqueue", "wake", "default")
+    for i in range(200):
+        jq.broker.push(_noop_job(i), None)
+    assert 64 <= jq.redis.llen(wake) <= 128
+    tasks.echo.get_backend().enqueue_many(tasks.echo, [((i,), {}) for i in range(1000)])
+    assert 64 <= jq.redis.llen(wake) <= 128
+    jq.redis.delete(wake)
+    tasks.echo.get_backend().enqueue_many(tasks.echo, [((i,), {}) for i in range(3)])
+    assert jq.redis.llen(wake) == 3  # one token per job (at most 64 per call)
+
+
+def test_enqueue_reconnects_when_redis_closed_the_connection_meanwhile(jq):
+    tasks.add.enqueue(1, 1)  # this thread now keeps a connection
+    jq.redis.client_kill_filter(_type="normal", skipme=True)  # e.g. Redis' idle timeout
+    with sent_packets(jq.broker.client) as packets:
+        tasks.add.enqueue(2, 2)
+    assert len(packets) == 1  # the dead socket was noticed before anything was sent
+    assert [json.loads(raw)["args"] for raw in _queue(jq)] == [[1, 1], [2, 2]]
+
+
+def _clients(jq) -> int:
+    return int(jq.redis.info("clients")["connected_clients"])
+
+
+def test_threads_enqueue_at_once_on_their_own_connections_and_give_them_back(jq):
+    from jobqueue.connection import KEPT_CONNECTIONS, lane_for
+
+    lane = lane_for(jq.broker.client)
+    tasks.add.enqueue(0, 0)
+    kept = lane._kept
+    errors: list[BaseException] = []
+
+    def enqueue(n: int) -> None:
+        try:
+            for i in range(20):
+                tasks.add.enqueue(n, i)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enqueue, args=(n,)) for n in range(1, KEPT_CONNECTIONS + 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(_queue(jq)) == 1 + 20 * len(threads)
+    jq.wait_for(lambda: lane._kept == kept, message="the threads' connections to come back")
+    pool = jq.broker.client.connection_pool
+    assert len(pool._in_use_connections) == kept  # only this thread's is still taken
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_enqueues_on_its_own_connection(jq):
+    tasks.add.enqueue(1, 1)  # the parent keeps a connection
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            tasks.add.enqueue(2, 2)
+            code = 0
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    tasks.add.enqueue(3, 3)  # the parent's connection was not disturbed by the child
+    assert [json.loads(raw)["args"] for raw in _queue(jq)] == [[1, 1], [2, 2], [3, 3]]
+
+
 # ------------------------------------------------------------------ Redis not there
 JOB = Job(task_name="tests.testapp.tasks.add", args=[1, 2], id="a" * 32)
 CALLS = {

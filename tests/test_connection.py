@@ -205,9 +205,16 @@ def test_without_the_password_enqueue_says_redis_wants_one_and_writes_nothing(
         tasks.add.enqueue(1, 2)
     # A large command gets a protocol error, or Redis drops the connection while it is sent:
     # either way a BrokerUnavailable, and nothing written.
-    with pytest.raises(BrokerUnavailable, match="requires a password|Connection reset"):
+    with pytest.raises(BrokerUnavailable, match=r"requires a password|Connection reset"):
         tasks.add.enqueue("x" * 100_000)
     assert redis.Redis(unix_socket_path=password_redis, password="s3cret-pw").dbsize() == 0
+
+
+def test_without_the_password_a_short_command_says_so_too(jq, settings, password_redis):
+    # A command of few arguments gets NOAUTH, which redis-py raises as AuthenticationError.
+    _use(settings, URL=f"unix://{password_redis}", NAMESPACE=jq.namespace)
+    with pytest.raises(BrokerUnavailable, match="requires a password"):
+        tasks.add.get_backend().get_result("0" * 32)
 
 
 def test_with_a_wrong_password_enqueue_raises_broker_unavailable(jq, settings, password_redis):

@@ -26,6 +26,7 @@ from jobqueue.payload import (
     decode_result,
     dumps,
     encode_delayed,
+    encode_enqueued_result,
     encode_failure,
     encode_job,
     encode_result,
@@ -595,3 +596,96 @@ def test_result_with_a_lone_surrogate_return_value_stays_valid_utf8():
     fields = encode_result(_record(return_value="bad \ud800"))
     fields["return_value"].encode("utf-8")
     assert decode_result("r1", fields).return_value == "bad \ufffd"
+
+
+# --------------------------------------------------------------------------- compact results
+def _job_of(record: ResultRecord, **changes: Any) -> Job:
+    values: dict[str, Any] = dict(
+        task_name=record.task_name, args=record.args, kwargs=record.kwargs, id=record.id,
+        queue=record.queue, enqueued_at=record.enqueued_at, priority=record.priority)
+    values.update(changes)
+    return Job(**values)
+
+
+def _stored(record: ResultRecord, job: Job, raw: str | None = None) -> dict[str, str]:
+    """The hash push.lua writes: ``payload`` (the job's bytes) and the compact fields."""
+    return {"payload": raw if raw is not None else encode_job(job),
+            **encode_enqueued_result(record, job)}
+
+
+def test_a_ready_result_on_the_default_queue_is_its_status_and_its_payload():
+    record = _record(status="READY", queue="default", priority=0, started_at=None,
+                     last_attempted_at=None, finished_at=None, run_after=None,
+                     return_value=None, errors=[], worker_ids=[])
+    assert encode_enqueued_result(record, _job_of(record)) == {"status": "READY"}
+
+
+def test_a_compact_result_writes_only_what_the_payload_does_not_say():
+    record = _record(backend="other")
+    assert encode_enqueued_result(record, _job_of(record)) == {
+        "status": "SUCCESSFUL", "queue": "mail", "backend": "other",
+        "errors": '[{"exception_class_path":"builtins.ValueError","traceback":"tb"}]',
+        "worker_ids": '["h:1:q","h:2:q"]', "started_at": "2026-01-01T00:00:01.000000Z",
+        "last_attempted_at": "2026-01-01T00:00:02.000000Z",
+        "finished_at": "2026-01-01T00:00:03.000000Z", "run_after": "2026-01-01T00:00:04.000000Z",
+        "return_value": '{"ok":true}',
+    }
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"status": "READY", "return_value": None}, {"priority": 0, "queue": "default"},
+    {"args": [], "kwargs": {}, "errors": [], "worker_ids": []}, {"enqueued_at": None},
+    {"args": [[1, {"deep": ["é", None, 2.5]}]], "kwargs": {"k": {"n": [True, False]}}},
+    {"status": "FAILED", "return_value": None}, {"backend": "other", "priority": 100},
+])
+def test_a_compact_result_round_trips(changes: dict[str, Any]):
+    record = _record(**changes)
+    assert decode_result("r1", _stored(record, _job_of(record))) == record
+
+
+def test_a_compact_result_round_trips_through_a_delayed_item_too():
+    record = _record(status="READY", return_value=None)
+    job = _job_of(record)
+    assert decode_result("r1", _stored(record, job, encode_delayed(job))) == record
+
+
+def test_fields_a_job_does_not_match_are_written_out_and_win_over_the_payload():
+    record = _record(status="READY", return_value=None)
+    job = _job_of(record, task_name="t.other", args=[9], kwargs={}, priority=3,
+                  enqueued_at=_utc(2030, 1, 1))
+    fields = encode_enqueued_result(record, job)
+    assert {"task", "args", "kwargs", "priority", "enqueued_at"} <= set(fields)
+    assert decode_result("r1", _stored(record, job)) == record
+
+
+def test_decode_result_reads_the_full_layout_of_earlier_versions():
+    # Byte for byte what jobqueue wrote at enqueue before the compact layout.
+    fields = {"task": "t.x", "status": "READY", "queue": "mail", "priority": "-5",
+              "backend": "default", "args": '[1,"ü"]', "kwargs": '{"k":[null]}',
+              "errors": "[]", "worker_ids": "[]", "enqueued_at": "2026-01-01T00:00:00.000001Z"}
+    assert decode_result("r1", fields) == ResultRecord(
+        id="r1", task_name="t.x", status="READY", queue="mail", priority=-5, backend="default",
+        args=[1, "ü"], kwargs={"k": [None]}, enqueued_at=_utc(2026, 1, 1, 0, 0, 0, 1))
+
+
+@pytest.mark.parametrize("fields, detail", [
+    ({"status": "READY", "payload": "{"}, "Expecting property name"),
+    ({"status": "READY", "payload": '["not", "a", "job"]'}, "not a Resque job"),
+    ({"status": "READY", "payload": '{"args": []}'}, "not a Resque job"),
+    ({"status": "READY", "payload": '{"class": "t.x", "priority": "high"}'}, "invalid literal"),
+    ({"payload": '{"class": "t.x"}'}, "'status'"),
+])
+def test_decode_result_reports_a_corrupt_compact_hash(fields: dict[str, str], detail: str):
+    with pytest.raises(PayloadError) as info:
+        decode_result("r1", fields)
+    assert str(info.value).startswith("result 'r1' is corrupt: ")
+    assert detail in str(info.value)
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 0, -1.5, 1e300, "ü/\\\"x\u2028", [], {}, [1, [2, {"a": None}]],
+    {"k": "é", "n": {"deep": [True, False, 12345678901234567890]}}, "bad \udcff",
+])
+def test_dumps_writes_what_json_dumps_writes_with_those_options(value: Any):
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert dumps(value) == expected.replace("\udcff", "\ufffd")

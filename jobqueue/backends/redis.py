@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,8 @@ from .options import BackendOptions, broker_for, generation, parse_options
 from .results import check_arguments, to_task_result
 
 logger = logging.getLogger("jobqueue.backend")
+#: Tasks a backend remembers as validated (``using()`` makes new ones; then it starts over).
+VALIDATED_TASKS = 256
 
 
 def normalise_run_after(task: Task) -> None:
@@ -81,6 +84,7 @@ class RedisBackend(BaseTaskBackend):
         self._generation = generation()
         self._config: BackendOptions = parse_options(alias, self.options)
         self._broker: Broker | None = None
+        self._validated: dict[int, Task] = {}
 
     @property
     def config(self) -> BackendOptions:
@@ -101,17 +105,33 @@ class RedisBackend(BaseTaskBackend):
 
     # ------------------------------------------------------------------ Django API
     def validate_task(self, task: Task) -> None:
-        normalise_run_after(task)
+        """Django's checks and jobqueue's options; remembered per task for this backend.
+
+        Django validates a task when it is defined and again at every ``using()``; jobqueue
+        validates again at each enqueue, in case settings changed. Django builds a new
+        backend when ``TASKS`` changes, and what else the checks read is fixed per task, so
+        a task without ``run_after`` (which depends on the clock and ``USE_TZ``) that passed
+        here once is not checked again by this backend.
+        """
+        if task.run_after is None:
+            if self._validated.get(id(task)) is task:
+                return
+        else:
+            normalise_run_after(task)
         super().validate_task(task)
         validate_options({name: task_option(task, name) for name in OPTION_NAMES},
                          task.module_path)
         registry.register(task)
+        if task.run_after is None:
+            if len(self._validated) >= VALIDATED_TASKS:
+                self._validated.clear()
+            self._validated[id(task)] = task  # the value keeps the id from being reused
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         self.validate_task(task)
         args_list, kwargs_dict = check_arguments(task, args, kwargs)
         result, job, record = self.build_job(task, args_list, kwargs_dict)
-        if task.run_after is not None and task.run_after > datetime.now(UTC):
+        if task.run_after is not None and task.run_after > job.enqueued_at:
             self.broker.schedule(job, record, task.run_after)
         else:
             self.broker.push(job, record)
@@ -121,35 +141,62 @@ class RedisBackend(BaseTaskBackend):
     def enqueue_many(
         self, task: Task, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
     ) -> list[TaskResult]:
-        """Enqueue many calls of one task in pipelined round trips (1,000 jobs each).
+        """Enqueue many calls of one task: one round trip and one script call per 1,000 jobs.
 
         Every call is validated before anything is written: one bad argument list raises and
-        enqueues nothing.
+        enqueues nothing. The jobs share one ``enqueued_at``, the time of the call.
         """
         self.validate_task(task)
         if task.run_after is not None and task.run_after > datetime.now(UTC):
             raise InvalidTask("enqueue_many() does not take run_after; enqueue delayed jobs "
                               "one by one")
-        built = [self.build_job(task, *check_arguments(task, a, k)) for a, k in calls]
-        self.broker.push_many([(job, record) for _, job, record in built])
-        for result, _, _ in built:
-            task_enqueued.send_robust(type(self), task_result=result)
-        return [result for result, _, _ in built]
+        checked = [(new_result_id(), *check_arguments(task, a, k)) for a, k in calls]
+        now = datetime.now(UTC)
+        _, job, record = self.build_job(task, [], {}, now)
+        results: list[TaskResult] = [None] * len(checked)  # type: ignore[list-item]
+
+        def build(start: int, end: int) -> None:  # while Redis stores these jobs
+            alias = self.alias
+            results[start:end] = [TaskResult(
+                task=task, id=result_id, status=TaskResultStatus.READY, enqueued_at=now,
+                started_at=None, finished_at=None, last_attempted_at=None, args=args,
+                kwargs=kwargs, backend=alias, errors=[], worker_ids=[],
+            ) for result_id, args, kwargs in checked[start:end]]
+
+        broker = self.broker
+        if hasattr(broker, "push_batch"):  # RedisBroker: one template for every job
+            broker.push_batch(job, record, checked, build)
+        else:
+            broker.push_many([(replace(job, id=i, args=a, kwargs=k),
+                               replace(record, id=i, args=a, kwargs=k)) for i, a, k in checked])
+            build(0, len(checked))
+        send, sender = task_enqueued.send_robust, type(self)
+        for result in results:
+            send(sender, task_result=result)
+        return results
 
     def build_job(
-        self, task: Task, args: list[Any], kwargs: dict[str, Any]
+        self, task: Task, args: list[Any], kwargs: dict[str, Any], now: datetime | None = None
     ) -> tuple[TaskResult, Job, ResultRecord]:
-        """The READY ``TaskResult``, queue ``Job`` and stored record for one call."""
-        now = datetime.now(UTC)
+        """The READY ``TaskResult``, queue ``Job`` and stored record for one call (enqueued
+        ``now``, by default the present)."""
+        if now is None:
+            now = datetime.now(UTC)
         result_id = new_result_id()
+        name, queue, priority = task.module_path, task.queue_name, task.priority
         record = ResultRecord(
-            id=result_id, task_name=task.module_path, status="READY", queue=task.queue_name,
-            priority=task.priority, backend=self.alias, args=args, kwargs=kwargs,
-            enqueued_at=now, run_after=task.run_after,
+            id=result_id, task_name=name, status="READY", queue=queue, priority=priority,
+            backend=self.alias, args=args, kwargs=kwargs, enqueued_at=now,
+            run_after=task.run_after,
         )
-        job = Job(task_name=task.module_path, args=args, kwargs=kwargs, id=result_id,
-                  queue=task.queue_name, enqueued_at=now, priority=task.priority)
-        return to_task_result(record, task), job, record
+        job = Job(task_name=name, args=args, kwargs=kwargs, id=result_id, queue=queue,
+                  enqueued_at=now, priority=priority)
+        result = TaskResult(
+            task=task, id=result_id, status=TaskResultStatus.READY, enqueued_at=now,
+            started_at=None, finished_at=None, last_attempted_at=None, args=args,
+            kwargs=kwargs, backend=self.alias, errors=[], worker_ids=[],
+        )
+        return result, job, record
 
     def get_result(self, result_id: str) -> TaskResult:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -17,6 +18,8 @@ from .. import registry
 from ..compat import Task, TaskError, TaskResult, TaskResultStatus, normalize_json
 from ..exceptions import InvalidTaskArguments
 from ..payload import ResultRecord, dumps
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def unavailable_task(*args: Any, **kwargs: Any) -> None:
@@ -136,6 +139,57 @@ def check_arguments(task: Task, args: Any, kwargs: Any) -> tuple[list[Any], dict
 
 def json_arguments(where: str, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
     """``check_arguments`` for a job named ``where`` (a task path or a Resque class name)."""
+    if type(args) in _SEQUENCES and type(kwargs) is dict:
+        if not args and not kwargs:
+            return [], {}
+        try:
+            return plain_json(args, 0), plain_json(kwargs, 0)
+        except _NotPlain:  # something to convert, or to refuse with a precise message
+            pass
+    return _checked_arguments(where, args, kwargs)
+
+
+class _NotPlain(Exception):
+    """A value ``plain_json`` leaves to the full check."""
+
+
+_SEQUENCES = (list, tuple)
+_SCALARS = (str, int, bool, type(None))
+#: Deeper structures take the full check (which also meets a circular one first).
+PLAIN_DEPTH = 32
+
+
+def plain_json(value: Any, depth: int) -> Any:
+    """A normalised copy of ``value`` if it is made only of JSON's own types, which survive a
+    JSON round trip as they are (``str`` without lone surrogates, ``int``, ``bool``, ``None``,
+    finite ``float``, ``list``/``tuple``, ``dict`` with ``str`` keys; exact types, no
+    subclasses); else raise ``_NotPlain``. The fast path of ``check_arguments``.
+    """
+    kind = type(value)
+    if kind is str:
+        if value.isascii() or not _LONE_SURROGATE.search(value):
+            return value
+        raise _NotPlain
+    if kind in _SCALARS:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        raise _NotPlain
+    if depth >= PLAIN_DEPTH:
+        raise _NotPlain
+    if kind is list or kind is tuple:
+        return [plain_json(item, depth + 1) for item in value]
+    if kind is dict:
+        for key in value:
+            if type(key) is not str or not (key.isascii() or not _LONE_SURROGATE.search(key)):
+                raise _NotPlain
+        return {key: plain_json(item, depth + 1) for key, item in value.items()}
+    raise _NotPlain
+
+
+def _checked_arguments(where: str, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The full check: Django's normalisation, a JSON round trip, a message naming the value."""
     problem = unsupported_json("args", list(args)) or unsupported_json("kwargs", dict(kwargs))
     if problem:
         raise InvalidTaskArguments(f"Arguments of {where} must be JSON-serialisable: {problem}")

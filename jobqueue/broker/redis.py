@@ -1,17 +1,20 @@
 """The Redis broker: Resque's keys and records, jobqueue's atomic steps as Lua scripts.
 
 Hot path per job: one ``EVALSHA reserve`` (pop + in-flight record + result RUNNING) and one
-``EVALSHA finish`` (ack + result + counters + failure record). Producers use one MULTI/EXEC
-round trip per job. Read-only inspection for the monitor lives in ``redis_inspect``.
+``EVALSHA finish`` (ack + result + counters + failure record). Producers send one
+``EVALSHA push`` per job, or per thousand jobs of ``push_many``, on their thread's own
+connection. Read-only inspection for the monitor lives in ``redis_inspect``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from typing import Any, TypeVar
@@ -19,6 +22,7 @@ from typing import Any, TypeVar
 import redis
 
 from .. import payload, queues
+from ..connection import lane_for
 from ..exceptions import BrokerUnavailable
 from ..job import BadJob, Job, Reservation
 from ..keys import Keys
@@ -46,11 +50,46 @@ def text(value: bytes | str | None) -> str:
 
 
 SCRIPT_NAMES = ("reserve", "finish", "requeue", "retry", "promote", "push")
+#: Jobs per round trip of ``push_many``.
+PUSH_CHUNK = 1000
 
 
 def _load_script(client: redis.Redis, name: str) -> Any:
     source = files("jobqueue.broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
     return client.register_script(source)
+
+
+_MARK_ARGS = "\x00jobqueue:args\x00"
+_MARK_KWARGS = "\x00jobqueue:kwargs\x00"
+_MARK_ID = "jobqueue-id-mark-5e1f"
+
+
+def batch_encoder(job: Job) -> Callable[[str, list[Any], dict[str, Any]], str]:
+    """``payload.encode_job`` for copies of ``job`` that differ only in id, args and kwargs.
+
+    ``encode_job`` writes one template with marks in their place; each payload is the
+    template with the marks' JSON replaced by the call's: the same bytes ``encode_job`` would
+    write, at the cost of encoding the arguments alone. (If the template does not hold each
+    mark once, in the order class, args, id, kwargs, every job is encoded whole.)
+    """
+    template = payload.encode_job(replace(job, args=[_MARK_ARGS], kwargs={_MARK_KWARGS: 0},
+                                          id=_MARK_ID))
+    marks = [payload.dumps([_MARK_ARGS]), _MARK_ID, payload.dumps({_MARK_KWARGS: 0})]
+    found = [template.find(mark) for mark in marks]
+    if any(template.count(mark) != 1 for mark in marks) or found != sorted(found):
+        return lambda i, a, k: payload.encode_job(replace(job, id=i, args=a, kwargs=k))
+    ends = [at + len(mark) for at, mark in zip(found, marks, strict=True)]
+    head, mid, mid2, tail = (template[: found[0]], template[ends[0] : found[1]],
+                             template[ends[1] : found[2]], template[ends[2] :])
+    dumps = payload.dumps
+
+    def encode(result_id: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+        if not (result_id.isascii() and result_id.isalnum()):
+            result_id = dumps(result_id)[1:-1]
+        return (head + (dumps(args) if args else "[]") + mid + result_id + mid2
+                + (dumps(kwargs) if kwargs else "{}") + tail)
+
+    return encode
 
 
 def error_json(error: ErrorInfo) -> str:
@@ -84,6 +123,9 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         self._scripts: dict[str, Any] = {name: _load_script(client, name)
                                          for name in SCRIPT_NAMES}
         self._queue_cache: tuple[float, tuple[str, ...], list[str]] | None = None
+        self._lane = lane_for(client)
+        self._push_keys: dict[str, list[str]] = {}
+        self._result_prefix = self.keys.result("")
         self._clock_offset = timedelta(0)
         # Acknowledgements held back to ride along with the next command (see finish()).
         self._deferred: list[tuple[list[Any], list[Any]]] = []
@@ -94,11 +136,11 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
             if flush and self._deferred:
                 self._flush_acks()
             return fn()
-        except _REDIS_ERRORS as exc:
-            raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
-        except redis.ResponseError as exc:
+        except (*_REDIS_ERRORS, redis.ResponseError) as exc:
             if not _auth_refused(exc):
-                raise
+                if isinstance(exc, redis.ResponseError):
+                    raise
+                raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
             raise BrokerUnavailable(
                 f"Redis refused the connection: it requires a password ({exc}). Put it in "
                 "the URL (redis://:PASSWORD@host:6379/0) or in OPTIONS['CONNECTION_KWARGS']"
@@ -149,40 +191,145 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         return script
 
     # ------------------------------------------------------------------ producing
+    # One EVALSHA push.lua per call, packed once and sent on this thread's own connection
+    # (connection.ThreadConnection): no pool round, no per-command machinery.
+    def _queue_keys(self, queue: str) -> list[str]:
+        """push.lua's KEYS for ``queue`` (cached: building keys costs more than the lookup)."""
+        keys = self._push_keys.get(queue)
+        if keys is None:
+            if len(self._push_keys) >= 1024:
+                self._push_keys.clear()
+            k = self.keys
+            keys = self._push_keys[queue] = [k.queues, k.queue(queue), k.wake(queue),
+                                             k.priority_queue(queue), k.priority_sequence]
+        return keys
+
     def _push_call(self, job: Job, result: payload.ResultRecord | None
                    ) -> tuple[list[Any], list[Any]]:
-        k = self.keys
-        args: list[Any] = [job.queue, payload.encode_job(job), job.priority, "",
-                           self.pending_result_ttl]
-        if result is not None:
-            for field, value in payload.encode_result(result).items():
+        """push.lua's KEYS and ARGV for one job."""
+        args: list[Any] = [job.queue, job.priority, "", self.pending_result_ttl,
+                           self._result_prefix]
+        if result is None:
+            args += (0, "", payload.encode_job(job))
+        else:
+            fields = payload.encode_enqueued_result(result, job)
+            args.append(len(fields))
+            for field, value in fields.items():
                 args += (field, value)
-        keys = [k.queues, k.queue(job.queue), k.wake(job.queue), k.priority_queue(job.queue),
-                k.priority_sequence, k.result(result.id if result else "-")]
-        return keys, args
+            args += (result.id, payload.encode_job(job))
+        return self._queue_keys(job.queue), args
 
     def _push_commands(self, pipe: Any, job: Job, result: payload.ResultRecord | None) -> None:
         keys, args = self._push_call(job, result)
         self._scripts["push"](keys=keys, args=args, client=pipe)
 
+    def _evalsha(self, name: str, keys: list[Any], args: list[Any]) -> bytes:
+        return self._lane.packed("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+
+    def _run_packed(self, name: str, commands: list[bytes],
+                    meanwhile: Callable[[], object] | None = None) -> list[Any]:
+        """Send EVALSHAs of script ``name`` in one round trip on this thread's connection
+        (with one command, ``meanwhile`` runs while Redis works: see ``ThreadConnection``).
+
+        After a NOSCRIPT reply (Redis lost its script cache) the script is loaded and the
+        commands are sent once more: a NOSCRIPT reply means none of them ran.
+        """
+        lane = self._lane
+        for attempt in (1, 2):
+            if len(commands) == 1:
+                try:
+                    return [lane.call(commands[0], meanwhile)]
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+            else:
+                replies = lane.call_many(commands)
+                errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+                if not errors:
+                    return replies
+                if attempt == 2 or not all(isinstance(e, redis.exceptions.NoScriptError)
+                                           for e in errors):
+                    raise errors[0]
+            lane.call(lane.packed("SCRIPT", "LOAD", self._scripts[name].script))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def push(self, job: Job, result: payload.ResultRecord | None) -> None:
-        self._call(lambda: self._push_commands(self.client, job, result))
+        keys, args = self._push_call(job, result)
+        command = self._evalsha("push", keys, args)
+        self._call(lambda: self._run_packed("push", [command]))
 
     def push_many(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
-        for start in range(0, len(items), 1000):
-            chunk = items[start : start + 1000]
+        for start in range(0, len(items), PUSH_CHUNK):
+            chunk = items[start : start + PUSH_CHUNK]
             self._call(lambda chunk=chunk: self.push_many_chunk(chunk))
 
     def push_many_chunk(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
-        """Push up to a thousand jobs in one MULTI/EXEC round trip."""
-        # Each EVALSHA is atomic on its own; a NOSCRIPT retry re-sends none that ran.
-        self._pipeline_scripts([("push", *self._push_call(job, result)) for job, result in items])
+        """Push up to a thousand jobs in one round trip: one push.lua call per run of jobs
+        that share a queue, a priority and their results' other fields (normally one)."""
+        commands = [self._evalsha("push", *call) for call in self._push_many_calls(items)]
+        if commands:
+            self._run_packed("push", commands)
+
+    def _push_many_calls(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]
+                         ) -> list[tuple[list[Any], list[Any]]]:
+        calls: list[tuple[list[Any], list[Any]]] = []
+        group: tuple[Any, ...] | None = None
+        for job, result in items:
+            fields = () if result is None else tuple(
+                payload.encode_enqueued_result(result, job).items())
+            if (job.queue, job.priority, fields) != group:
+                group = (job.queue, job.priority, fields)
+                args: list[Any] = [job.queue, job.priority, "", self.pending_result_ttl,
+                                   self._result_prefix, len(fields)]
+                for field, value in fields:
+                    args += (field, value)
+                calls.append((self._queue_keys(job.queue), args))
+            calls[-1][1].extend((result.id if result is not None else "",
+                                 payload.encode_job(job)))
+        return calls
+
+    def push_batch(self, job: Job, result: payload.ResultRecord | None,
+                   calls: Sequence[tuple[str, list[Any], dict[str, Any]]],
+                   meanwhile: Callable[[int, int], object] | None = None) -> None:
+        """Push ``job`` once per ``(id, args, kwargs)`` of ``calls``, with that id and those
+        arguments, and with ``result`` a READY record for each, alike but for the same three:
+        ``push_many`` of such jobs for less work (``enqueue_many``). One round trip and one
+        push.lua call per 1,000 jobs; ids are ``new_result_id()``'s hex strings.
+
+        ``meanwhile(start, end)`` runs while Redis stores ``calls[start:end]`` (between
+        sending them and reading the reply); it may run again for the same calls.
+        """
+        encode = batch_encoder(job)
+        head: list[Any] = [job.queue, job.priority, "", self.pending_result_ttl,
+                           self._result_prefix]
+        if result is None:
+            head.append(0)
+        else:
+            fields = payload.encode_enqueued_result(
+                replace(result, id=job.id or "", args=job.args, kwargs=job.kwargs), job)
+            head.append(len(fields))
+            for field, value in fields.items():
+                head += (field, value)
+        keys = self._queue_keys(job.queue)
+        for start in range(0, len(calls), PUSH_CHUNK):
+            end = min(start + PUSH_CHUNK, len(calls))
+            args = list(head)
+            for result_id, call_args, call_kwargs in calls[start:end]:
+                args += ("" if result is None else result_id,
+                         encode(result_id, call_args, call_kwargs))
+            command = self._evalsha("push", keys, args)
+            then = None if meanwhile is None else functools.partial(meanwhile, start, end)
+            self._call(lambda command=command, then=then: self._run_packed(
+                "push", [command], then))
 
     def get_result(self, result_id: str) -> payload.ResultRecord | None:
-        raw = self._call(lambda: self.client.hgetall(self.keys.result(result_id)))
+        lane = self._lane
+        command = lane.packed("HGETALL", self._result_prefix + result_id)
+        raw = self._call(lambda: lane.call(command))
         if not raw:
             return None
-        return payload.decode_result(result_id, {text(k): text(v) for k, v in raw.items()})
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        return payload.decode_result(result_id, {text(k): text(v) for k, v in pairs})
 
     # ------------------------------------------------------------------ consuming
     def now(self) -> datetime:
@@ -373,11 +520,15 @@ class RedisBroker(RedisScheduleMixin, RedisInspectMixin):
         self._call(run)
 
 
-def _auth_refused(exc: redis.ResponseError) -> bool:
-    """True for Redis' answers to a client that did not authenticate (NOAUTH, and the
-    protocol error a large unauthenticated command gets)."""
+def _auth_refused(exc: Exception) -> bool:
+    """True for Redis' answers to a client that did not authenticate (NOAUTH, which redis-py
+    raises as ``AuthenticationError``, and the protocol error a large unauthenticated command
+    gets)."""
     message = str(exc)
-    return message.startswith("NOAUTH") or "unauthenticated" in message
+    if isinstance(exc, redis.AuthenticationError):
+        return message.startswith("Authentication required")
+    return isinstance(exc, redis.ResponseError) and (
+        message.startswith("NOAUTH") or "unauthenticated" in message)
 
 
 def _new_id() -> str:

@@ -53,9 +53,10 @@ class RedisScheduleMixin(Broker):
         # Wake an idle worker of that queue so it notices the new earliest due time.
         pipe.rpush(self.keys.wake(job.queue), b"1")
         pipe.ltrim(self.keys.wake(job.queue), -64, -1)
-        if result is not None:
+        if result is not None:  # compact, like push.lua's: the item is the payload
             rkey = self.keys.result(result.id)
-            pipe.hset(rkey, mapping=payload.encode_result(result))
+            pipe.hset(rkey, mapping={"payload": item,
+                                     **payload.encode_enqueued_result(result, job)})
             pipe.expire(rkey, self.pending_result_ttl)
 
     def schedule(self, job: Job, result: payload.ResultRecord | None, run_at: datetime) -> None:
