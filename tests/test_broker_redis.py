@@ -585,7 +585,7 @@ def _record_of(job: Job, **changes: Any) -> payload.ResultRecord:
 ])
 @pytest.mark.parametrize("priority", [0, -7])
 def test_batch_encoding_writes_what_encode_job_writes(args, kwargs, extra, priority):
-    from jobqueue.broker.redis import batch_encoder
+    from jobqueue.broker.redis_produce import batch_encoder
 
     template = _noop_job(0, priority=priority, extra=extra, queue="q")
     encode = batch_encoder(template)

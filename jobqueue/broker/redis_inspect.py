@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .. import payload
 from ..job import BadJob, Job
 from .base import FailedEntry, FailedFilter, FailedScan, ScheduledBucket, Throughput, WorkerInfo
-from .redis_manage import SCAN_CHUNK, RedisManageMixin, make_ref, text
+from .redis_bytes import text
+from .redis_manage import SCAN_CHUNK, RedisManageMixin, make_ref
 
 if TYPE_CHECKING:
     import redis

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import payload
 from .base import Broker, FailedFilter, Pruned
+from .redis_bytes import raw_bytes
 
 if TYPE_CHECKING:
     import redis
@@ -28,18 +29,6 @@ SCAN_CHUNK = 5000
 #: Records per call of a bulk action.
 ACT_BATCH = 200
 _REF = re.compile(r"^(\d+)\.(\d+)\.([0-9a-f]{40})$")
-
-
-def text(value: bytes | str | None) -> str:
-    """Decode Redis bytes losslessly (invalid UTF-8 survives as surrogates)."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
-
-
-def exact_bytes(value: str) -> bytes:
-    """The exact bytes of a string decoded by ``text``."""
-    return value.encode("utf-8", "surrogateescape")
 
 
 def make_ref(index: int, record: bytes) -> str:
@@ -193,7 +182,7 @@ class RedisManageMixin(Broker):
         result_key = k.result(job_id) if isinstance(job_id, str) and job_id else ""
         return bool(self._call(lambda: self._script("queue_delete")(
             keys=[k.queue(queue), k.priority_queue(queue), result_key],
-            args=[exact_bytes(raw)])))
+            args=[raw_bytes(raw)])))
 
     def clear_queue(self, queue: str, *, forget: bool = False) -> int:
         k = self.keys
@@ -228,7 +217,7 @@ class RedisManageMixin(Broker):
                 k.priority_queue(queue) if raw else "", k.queues,
                 k.wake(queue) if raw else "",
                 k.result(job_id) if isinstance(job_id, str) and job_id else ""]
-        args = [worker_id, beat or b"", exact_bytes(raw), queue, score]
+        args = [worker_id, beat or b"", raw_bytes(raw), queue, score]
         reply = int(self._call(lambda: self._script("worker_prune")(keys=keys, args=args)))
         if reply == 2:
             return Pruned(True, requeued_to=queue)
@@ -242,7 +231,7 @@ class RedisManageMixin(Broker):
         k = self.keys
         return int(self._call(lambda: self._script("delayed_act")(
             keys=[k.delayed_schedule, k.delayed(timestamp), k.timestamps(raw)],
-            args=[mode, str(timestamp), exact_bytes(raw), f"{self.namespace}:"])))
+            args=[mode, str(timestamp), raw_bytes(raw), f"{self.namespace}:"])))
 
     def run_scheduled_now(self, timestamp: int, raw: str) -> bool:
         return self._delayed("run", timestamp, raw) == 1
