@@ -176,8 +176,10 @@ def test_a_fork_server_killed_while_idle_is_replaced_and_nothing_is_lost(jq, wor
     os.kill(server, signal.SIGKILL)
     workers.wait(proc, lambda: not exists(server), 10, "the server to be reaped")
     handles = [tasks.record.enqueue(f"r{i}") for i in range(3)]
-    workers.wait(proc, lambda: len(workers.records("record")) == 3, 30, "the three jobs")
-    assert all(tasks.record.get_result(h.id).status == "SUCCESSFUL" for h in handles)
+    # The task records itself when it runs; its result is written after the child reports.
+    workers.wait(proc, lambda: all(tasks.record.get_result(h.id).status == "SUCCESSFUL"
+                                   for h in handles), 30, "the three jobs to succeed")
+    assert len(workers.records("record")) == 3
     assert jq.redis.llen(jq.key("failed")) == 0
     replacement = _server_of(proc.pid)
     assert replacement != server
