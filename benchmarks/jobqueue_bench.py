@@ -2,14 +2,16 @@
 
 * enqueue: ``noop.enqueue()`` one by one; ``backend.enqueue_many(noop, calls)`` in bulk;
 * one worker process: ``Worker(get_broker("default"), ["default"], fork=..., burst=True)``
-  over queued jobs, timed around ``work()`` in a fresh child process: fork per job, no fork,
+  over queued jobs, timed around ``work()`` in a fresh child process: fork per job, no fork
+  (prefetch 8, the default, and 1),
   and fork with ``jobs_per_child=N`` (N = 1, 10, 100; where ``Worker`` has that option);
 * pool of 2: ``manage.py pool`` with ``JOBQUEUE["POOL"] = {"default": {"count": 2,
   "fork": ...}}`` (``BENCH_POOL`` in ``bench_settings``), drained live
   (``measure.drain_live``) until the last job ran and every result is SUCCESSFUL;
 * start-up, idle memory and idle latency of ``manage.py worker`` and ``--no-fork``.
 
-Run as a child: ``python -m benchmarks.jobqueue_bench work fork|nofork [JOBS_PER_CHILD]``.
+Run as a child: ``python -m benchmarks.jobqueue_bench work fork|nofork|nofork1 [JOBS_PER_CHILD]``
+(``nofork1``: no fork with prefetch 1).
 """
 
 from __future__ import annotations
@@ -118,7 +120,10 @@ def _burst(server: PrivateRedis, env: dict[str, str], plan: Plan, key: str, labe
 
 def jq_work(server: PrivateRedis, env: dict[str, str], plan: Plan) -> list[Row]:
     return [_burst(server, env, plan, "jq.work_fork", "Worker, fork per job, burst", ["fork"]),
-            _burst(server, env, plan, "jq.work_nofork", "Worker, no fork, burst", ["nofork"])]
+            _burst(server, env, plan, "jq.work_nofork", "Worker, no fork, burst (prefetch 8)",
+                   ["nofork"]),
+            _burst(server, env, plan, "jq.work_nofork_p1", "Worker, no fork, prefetch 1, burst",
+                   ["nofork1"])]
 
 
 def jq_jobs_per_child(server: PrivateRedis, env: dict[str, str], plan: Plan) -> list[Row]:
@@ -220,6 +225,8 @@ def work(mode: str, jobs_per_child: str = "0") -> dict[str, Any]:
 
     options: dict[str, Any] = {"jobs_per_child": int(jobs_per_child)} if int(
         jobs_per_child) else {}
+    if mode == "nofork1":  # prefetch off: one reservation per job
+        options["prefetch"] = 1
     worker = Worker(get_broker("default"), ["default"], fork=mode == "fork", burst=True,
                     interval=1.0, **options)
     return measured_in_child(worker.work)

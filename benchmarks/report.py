@@ -35,7 +35,8 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     *((key, "floor", "floor.fork", "fork loop") for key in ("jq.work_fork", "jq.work_jpc1")),
     *((f"jq.work_jpc{n}", "peer", "jq.work_fork", "fork per job") for n in (10, 100)),
     ("jq.work_fork", "peer", "rq.work_fork", "rq.Worker"),
-    *((key, "floor", "floor.blpop", "BLPOP") for key in ("jq.work_nofork", *SINGLE_NOFORK)),
+    *((key, "floor", "floor.blpop", "BLPOP") for key in ("jq.work_nofork", "jq.work_nofork_p1",
+                                                          *SINGLE_NOFORK)),
     ("jq.pool_fork", "peer", "rq.pool_fork", "rq pool"),
     ("jq.pool_nofork", "peer", "rq.pool_simple", "rq pool (Simple)"),
 )
