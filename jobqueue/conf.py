@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "POOL": {},  # queue list -> number of workers (manage.py pool)
     "SCHEDULE": {},  # periodic jobs: name -> {"task", "cron" | "every", "args", ...}
     "FORK_SERVER": True,  # fork mode: a fork server forks job children, not the worker
+    "PREFETCH": 8,  # --no-fork: jobs a worker reserves per round trip
 }
 
 
@@ -43,6 +44,7 @@ class JobqueueConfig:
     pool: Mapping[str, Any] = field(default_factory=dict)
     schedule: tuple[Any, ...] = ()
     fork_server: bool = True
+    prefetch: int = 8
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -52,6 +54,14 @@ def _number(raw: Mapping[str, Any], key: str, *, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:
         raise ConfigurationError(f"JOBQUEUE[{key!r}] must be a number >= {minimum}, got {value!r}")
     return float(value)
+
+
+def _whole(raw: Mapping[str, Any], key: str, minimum: int = 1) -> int:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"JOBQUEUE[{key!r}] must be a whole number >= {minimum}, "
+                                 f"got {value!r}")
+    return value
 
 
 def _flag(raw: Mapping[str, Any], key: str) -> bool:
@@ -97,6 +107,7 @@ def build_config(raw_setting: Mapping[str, Any] | None) -> JobqueueConfig:
         pool=dict(raw["POOL"]),
         schedule=tuple(parse_schedule(raw["SCHEDULE"])),
         fork_server=_flag(raw, "FORK_SERVER"),
+        prefetch=_whole(raw, "PREFETCH"),
         raw=raw,
     )
 

@@ -322,3 +322,43 @@ def _exchange_many(conn: Any, packet: bytes, count: int) -> list[Any]:
         except redis.ResponseError as exc:
             replies.append(exc)
     return replies
+
+
+class DeferredConnection:
+    """One connection of ``client``'s pool, for one thread, that sends commands now and reads
+    their replies later: a worker runs a job while Redis acknowledges the one before.
+
+    Fork-safe (a child takes a connection of its own). ``send`` and ``collect`` raise redis-py's
+    connection errors; the caller decides what to send again.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pool = client.connection_pool
+        self.conn: Any = None
+        self.pid = 0
+        self.outstanding = 0
+
+    def send(self, packet: bytes, replies: int) -> None:
+        """Write a packet of commands holding ``replies`` replies; read them (with those of
+        packets sent before) with ``collect``."""
+        if self.conn is None or self.pid != os.getpid():
+            self.conn, self.pid, self.outstanding = self.pool.make_connection(), os.getpid(), 0
+        self.outstanding += replies
+        self.conn.send_packed_command((packet,), check_health=False)
+
+    def collect(self) -> list[Any]:
+        """Read every reply due (a ``ResponseError`` reply is returned in its place)."""
+        replies: list[Any] = []
+        while self.outstanding:
+            try:
+                replies.append(self.conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+            self.outstanding -= 1
+        return replies
+
+    def reset(self) -> None:
+        """Drop the connection (after an error): the next ``send`` opens a new one."""
+        if self.conn is not None and self.pid == os.getpid():
+            self.conn.disconnect()
+        self.conn, self.outstanding = None, 0

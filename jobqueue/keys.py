@@ -98,6 +98,11 @@ class Keys:
         """Hash: jobqueue's extra facts about a worker (mode, version, master pid)."""
         return self._k("jobqueue", "worker", worker_id)
 
+    def prefetch(self, worker_id: str) -> str:
+        """List of in-flight records of jobs a ``--no-fork`` worker reserved ahead (oldest
+        first), waiting to start; back to their queues if the worker stops or dies."""
+        return self._k("jobqueue", "prefetch", worker_id)
+
     def priority_queue(self, queue: str) -> str:
         """Sorted set of a queue's jobs with a non-zero priority (score: priority, then FIFO)."""
         return self._k("jobqueue", "priority", queue)

@@ -312,7 +312,7 @@ class Pool:
         worker = Worker(
             get_broker(spec.backend), spec.queues, fork=spec.fork, interval=spec.interval,
             grace_period=spec.grace_period, max_jobs=spec.max_jobs,
-            jobs_per_child=spec.jobs_per_child,
+            jobs_per_child=spec.jobs_per_child, prefetch=spec.prefetch,
             backend_class=type(task_backends[spec.backend]),
             stop_when=lambda: os.getppid() != master,
         )

@@ -5,7 +5,7 @@ Two sources, one result (a ``PoolConfig``):
 * ``JOBQUEUE["POOL"]`` in settings: ``{"critical": 2, "default,mail": 3, "*": 1}``. A value is
   a worker count, or a dict of per-worker options with a ``count``:
   ``{"count": 2, "fork": False, "interval": 0.5, "grace_period": 30, "max_jobs": 500,
-  "jobs_per_child": 1, "backend": "default"}``.
+  "jobs_per_child": 1, "prefetch": 8, "backend": "default"}``.
 * ``--config resque-pool.yml`` (needs PyYAML; a ``.json`` file needs nothing): resque-pool's
   format. A top-level mapping named after the environment (``--environment``, else
   ``RACK_ENV``, ``RAILS_ENV``, ``RESQUE_ENV``) is merged over the root; other mappings without a
@@ -30,7 +30,7 @@ from .exceptions import ConfigurationError
 
 #: Option names of the per-worker form; ``count`` is required in it.
 OPTION_KEYS = ("count", "fork", "interval", "grace_period", "max_jobs", "jobs_per_child",
-               "backend")
+               "prefetch", "backend")
 #: Environment variables naming the environment section of a resque-pool.yml, in order.
 ENVIRONMENT_VARIABLES = ("RACK_ENV", "RAILS_ENV", "RESQUE_ENV")
 NO_YAML = (
@@ -52,6 +52,7 @@ class WorkerSpec:
     grace_period: float | None = None  #: ``None``: ``JOBQUEUE["GRACE_PERIOD"]``
     max_jobs: int | None = None  #: recycle the worker after this many jobs
     jobs_per_child: int = 1  #: fork mode: jobs one forked child runs before it exits
+    prefetch: int | None = None  #: no-fork: jobs reserved per round trip (``PREFETCH``)
     backend: str = "default"  #: the ``TASKS`` alias whose broker the workers serve
 
 
@@ -101,7 +102,7 @@ def _options(value: Mapping[str, Any], where: str) -> dict[str, Any]:
                 raise ConfigurationError(f"{where}['{name}'] must be a number >= {minimum:g}, "
                                          f"got {number!r}")
             options[name] = float(number)
-    for name in ("max_jobs", "jobs_per_child"):
+    for name in ("max_jobs", "jobs_per_child", "prefetch"):
         if value.get(name) is not None:
             jobs = value[name]
             if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:

@@ -76,6 +76,7 @@ class Worker(ForkMixin, ChildMixin):
         max_jobs: int | None = None,
         jobs_per_child: int = 1,
         fork_server: bool | None = None,
+        prefetch: int | None = None,
         backend_class: type | None = None,
         stop_when: Callable[[], bool] | None = None,
         manage_db_connections: bool = True,
@@ -96,6 +97,11 @@ class Worker(ForkMixin, ChildMixin):
             raise ValueError(f"jobs_per_child must be a whole number >= 1, got {jobs_per_child!r}")
         #: Fork mode: how many jobs one forked child runs before it exits (1: a fork per job).
         self.jobs_per_child = jobs_per_child
+        #: ``--no-fork``: jobs reserved per round trip (see ``broker.redis_prefetch``).
+        self.prefetch = (config.prefetch if prefetch is None else prefetch) if not fork else 1
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) \
+                or self.prefetch < 1:
+            raise ValueError(f"prefetch must be a whole number >= 1, got {self.prefetch!r}")
         #: Fork mode: children come from a fork server, not from the worker itself.
         self.fork_server = config.fork_server if fork_server is None else fork_server
         self._waiting_child: ChildLink | None = None  # a child waiting for a job
@@ -157,6 +163,8 @@ class Worker(ForkMixin, ChildMixin):
             else f"fork per {self.jobs_per_child} jobs"
         if self.fork:
             mode += ", fork server" if self.fork_server else ", forked by the worker"
+        elif self.prefetch > 1:
+            mode += f", prefetch {self.prefetch}"
         logger.info("Worker %s started (%s, queues %s)", self.id, mode, ",".join(self.patterns))
 
     def _register(self) -> None:
@@ -219,10 +227,11 @@ class Worker(ForkMixin, ChildMixin):
             self._reap_exiting()
         if self.shutdown or self.paused:
             self.broker.flush()  # no reserve will carry the last job's acknowledgement
+            self.broker.release(self.id)  # nor start what was prefetched: it goes back
             return False
         self._maybe_housekeeping()
         queues = self.broker.expand_queues(self.patterns)
-        reservation = self.broker.reserve(self.id, queues)
+        reservation = self.broker.reserve(self.id, queues, prefetch=self.prefetch)
         if reservation is None:
             return False
         self.process(reservation)

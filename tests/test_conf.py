@@ -36,7 +36,8 @@ def test_defaults_when_unset_or_empty(raw: Any):
 def test_documented_defaults():
     assert DEFAULTS == {"RESQUE_CLASSES": {}, "TASK_MODULES": [], "INTERVAL": 5.0,
                         "GRACE_PERIOD": 10.0, "HEARTBEAT_INTERVAL": 5.0, "SETUP": [],
-                        "POOL": {}, "SCHEDULE": {}, "FORK_SERVER": True}
+                        "POOL": {}, "SCHEDULE": {}, "FORK_SERVER": True,
+                        "PREFETCH": 8}
 
 
 @pytest.mark.parametrize("value", [True, False])
@@ -49,6 +50,18 @@ def test_fork_server_must_be_true_or_false(value: Any):
     with pytest.raises(ConfigurationError, match=r"JOBQUEUE\['FORK_SERVER'\] must be True or "
                                                  "False"):
         build_config({"FORK_SERVER": value})
+
+
+@pytest.mark.parametrize("value", [1, 8, 64])
+def test_prefetch_is_a_whole_number(value: int):
+    assert build_config({"PREFETCH": value}).prefetch == value
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "8", True, None])
+def test_prefetch_must_be_a_whole_number_of_at_least_one(value: Any):
+    with pytest.raises(ConfigurationError, match=r"JOBQUEUE\['PREFETCH'\] must be a whole "
+                                                 r"number >= 1"):
+        build_config({"PREFETCH": value})
 
 
 def test_every_key_is_read():

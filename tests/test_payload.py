@@ -689,3 +689,13 @@ def test_decode_result_reports_a_corrupt_compact_hash(fields: dict[str, str], de
 def test_dumps_writes_what_json_dumps_writes_with_those_options(value: Any):
     expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     assert dumps(value) == expected.replace("\udcff", "\ufffd")
+
+
+@pytest.mark.parametrize("dt", [
+    datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
+    datetime(2026, 6, 1, 12, 0, 0, 999999, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    datetime(1999, 12, 31, 19, 0, 0, 500000, tzinfo=timezone(timedelta(hours=-5)))])
+def test_fast_time_formats_write_what_strftime_would(dt):
+    utc = dt.astimezone(UTC)
+    assert format_iso(dt) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert format_run_at(dt) == utc.strftime("%Y-%m-%dT%H:%M:%SZ")

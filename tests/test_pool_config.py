@@ -50,13 +50,15 @@ def test_per_worker_options_form():
                      "max_jobs": 100, "backend": "default"},
         "low": {"count": 1},
         "media": {"count": 1, "jobs_per_child": 50},
+        "fast": {"count": 1, "fork": False, "prefetch": 16},
     })
-    critical, low, media = config.specs
+    critical, low, media, fast = config.specs
     assert critical == WorkerSpec(key="critical", queues=("critical",), count=2, fork=False,
                                   interval=0.5, grace_period=30.0, max_jobs=100,
                                   backend="default")
     assert low == WorkerSpec(key="low", queues=("low",), count=1)
     assert (low.jobs_per_child, media.jobs_per_child) == (1, 50)
+    assert (low.prefetch, fast.prefetch) == (None, 16)  # None: JOBQUEUE["PREFETCH"]
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -77,6 +79,8 @@ def test_per_worker_options_form():
      "['critical']['jobs_per_child'] must be a whole"),
     ({"critical": {"count": 1, "jobs_per_child": 5, "fork": False}},
      "['critical']: 'jobs_per_child' needs fork mode"),
+    ({"critical": {"count": 1, "prefetch": 0}}, "['critical']['prefetch'] must be a whole"),
+    ({"critical": {"count": 1, "prefetch": "8"}}, "['critical']['prefetch'] must be a whole"),
     ({"critical": {"count": 1, "backend": ""}}, "['critical']['backend'] must be a TASKS"),
     ({1: 1}, "JOBQUEUE['POOL'][1]: a queue list must be a string"),
     (["critical"], "JOBQUEUE['POOL'] must map queue lists to worker counts, got list"),

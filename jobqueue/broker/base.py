@@ -89,13 +89,22 @@ class Broker(ABC):
     # ---------------------------------------------------------------- consuming
     @abstractmethod
     def reserve(
-        self, worker_id: str, queues: Sequence[str]
+        self, worker_id: str, queues: Sequence[str], *, prefetch: int = 1
     ) -> Reservation | BadJob | None:
         """Take the first job of the first non-empty queue and record it as in flight.
 
         Returns ``None`` when every queue is empty or workers are paused, a ``BadJob`` for an
         entry that cannot be decoded (it is in flight and must be finished as failed).
+
+        ``prefetch`` N > 1 (``--no-fork`` workers) lets the broker reserve up to N jobs of
+        that queue at once, held for this worker and handed out by the next calls; they
+        stay in flight (never lost) and go back with ``release`` or ``unregister_worker``.
         """
+
+    def release(self, worker_id: str) -> int:
+        """Put back the jobs ``reserve`` prefetched for ``worker_id`` and did not hand out
+        (the worker pauses or stops); returns how many. Brokers that never prefetch: 0."""
+        return 0
 
     @abstractmethod
     def is_paused(self) -> bool:
@@ -208,7 +217,7 @@ class Broker(ABC):
 
     @abstractmethod
     def unregister_worker(self, worker_id: str) -> None:
-        """Remove every record of a worker."""
+        """Remove every record of a worker (jobs it prefetched go back to their queues)."""
 
     # ---------------------------------------------------------------- inspecting
     @abstractmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from ..keys import Keys
 from .base import ErrorInfo, Outcome, WorkerInfo
 from .redis_bytes import raw_bytes, text
 from .redis_inspect import RedisInspectMixin
+from .redis_prefetch import RedisPrefetchMixin
 from .redis_produce import RedisProduceMixin
 from .redis_schedule import RedisScheduleMixin
 
@@ -37,7 +39,7 @@ QUEUE_CACHE_SECONDS = 1.0
 WAKE_TOKENS_KEPT = 64
 
 
-SCRIPT_NAMES = ("reserve", "finish", "requeue", "retry", "promote", "push")
+SCRIPT_NAMES = ("reserve", "finish", "requeue", "retry", "promote", "push", "start", "release")
 
 
 def _load_script(client: redis.Redis, name: str) -> Any:
@@ -52,7 +54,7 @@ def error_json(error: ErrorInfo) -> str:
     )
 
 
-class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
+class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, RedisInspectMixin):
     """Broker on one Redis database and namespace."""
 
     def __init__(
@@ -79,15 +81,22 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
         self._lane = lane_for(client)
         self._push_keys: dict[str, list[str]] = {}
         self._result_prefix = self.keys.result("")
+        self._reserve_cache: dict[tuple[str, tuple[str, ...]], tuple[list[Any], list[Any]]] = {}
+        self._finish_cache: dict[str, tuple[int, list[Any]]] = {}
         self._clock_offset = timedelta(0)
-        # Acknowledgements held back to ride along with the next command (see finish()).
+        # Acknowledgements held back to ride along with the next command (see finish()), and
+        # the thread that held them back (only it sends them).
         self._deferred: list[tuple[list[Any], list[Any]]] = []
+        self._deferred_owner: int | None = None
+        self._init_prefetch(client)
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, fn: Callable[[], T], *, flush: bool = True) -> T:
         try:
-            if flush and self._deferred:
-                self._flush_acks()
+            if flush:  # what this thread sent or held back goes first, in order
+                self._settle_async()
+                if self._deferred and self._deferred_owner == threading.get_ident():
+                    self._flush_acks()
             return fn()
         except (*_REDIS_ERRORS, redis.ResponseError) as exc:
             if not _auth_refused(exc):
@@ -98,26 +107,6 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
                 f"Redis refused the connection: it requires a password ({exc}). Put it in "
                 "the URL (redis://:PASSWORD@host:6379/0) or in OPTIONS['CONNECTION_KWARGS']"
                 "['password']") from exc
-
-    def _pipeline_scripts(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
-        """Run several scripts in one round trip with plain EVALSHA.
-
-        (redis-py's own script pipelining sends SCRIPT EXISTS first: a second round trip.)
-        Every script here is safe to run again, so after a NOSCRIPT reply (Redis restarted
-        and lost its script cache) the scripts are loaded and the batch is sent once more.
-        """
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for name, keys, args in calls:
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-            try:
-                return pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                for script in self._scripts.values():
-                    self.client.script_load(script.script)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _evalsha(self, name: str, keys: list[Any], args: list[Any]) -> bytes:
         return self._lane.packed("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
@@ -154,22 +143,52 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def flush(self) -> None:
-        if self._deferred:
-            self._call(lambda: None)
+        self._call(lambda: None)
 
     def _flush_acks(self) -> None:
         """Send acknowledgements held back by ``finish(defer=True)``."""
-        self._pipeline_scripts([("finish", keys, args) for keys, args in self._deferred])
+        commands = [self._evalsha("finish", keys, args) for keys, args in self._deferred]
+        self._run_packed("finish", commands)
         self._deferred.clear()
 
     def _reserve_with_acks(self, keys: list[Any], args: list[Any]) -> Any:
-        """Run reserve.lua, after any held-back acknowledgements, in one round trip."""
+        """Run reserve.lua, after any held-back acknowledgements, in one round trip on this
+        thread's own connection."""
+        reserve = self._evalsha("reserve", keys, args)
         if not self._deferred:
-            return self._scripts["reserve"](keys=keys, args=args)
-        calls = [("finish", k, a) for k, a in self._deferred] + [("reserve", keys, args)]
-        replies = self._pipeline_scripts(calls)
+            return self._run_packed("reserve", [reserve])[0]
+        commands = [self._evalsha("finish", k, a) for k, a in self._deferred] + [reserve]
+        replies = self._run_packed(("finish", "reserve"), commands)
         self._deferred.clear()
         return replies[-1]
+
+    def _reserve_keys(self, worker_id: str, queues: Sequence[str]) -> tuple[list[Any], list[Any]]:
+        """reserve.lua's KEYS and the fixed part of its ARGV (cached per worker and list)."""
+        cache_key = (worker_id, tuple(queues))
+        found = self._reserve_cache.get(cache_key)
+        if found is None:
+            if len(self._reserve_cache) >= 64:
+                self._reserve_cache.clear()
+            k = self.keys
+            keys = [k.worker(worker_id), k.pause_all, *(k.queue(q) for q in queues),
+                    *(k.wake(q) for q in queues), *(k.priority_queue(q) for q in queues),
+                    k.prefetch(worker_id)]
+            tail = [worker_id, self._result_prefix, *(payload.dumps(q) for q in queues)]
+            found = self._reserve_cache[cache_key] = (keys, tail)
+        return found
+
+    def _finish_keys(self, worker_id: str, result_id: str, minute: int) -> list[Any]:
+        """finish.lua's KEYS (the worker's own are cached, and the minute's)."""
+        fixed = self._finish_cache.get(worker_id)
+        if fixed is None or fixed[0] != minute:
+            if len(self._finish_cache) >= 64:
+                self._finish_cache.clear()
+            k = self.keys
+            fixed = self._finish_cache[worker_id] = (minute, [
+                k.stat("processed"), k.stat("processed", worker_id), k.stat("failed"),
+                k.stat("failed", worker_id), k.failed, k.history("processed", minute),
+                k.history("failed", minute)])
+        return [self.keys.worker(worker_id), self._result_prefix + result_id, *fixed[1]]
 
     def _script(self, name: str) -> Any:
         script = self._scripts.get(name)
@@ -194,15 +213,18 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
         self._queue_cache = (time.monotonic(), key, expanded)
         return expanded
 
-    def reserve(self, worker_id: str, queues: Sequence[str]) -> Reservation | BadJob | None:
+    def reserve(self, worker_id: str, queues: Sequence[str], *,
+                prefetch: int = 1) -> Reservation | BadJob | None:
         if not queues:
             return None
+        self._settle_async()
+        taken = self._take_prefetched(worker_id)
+        if taken is not None:
+            return taken
         now = self.now()
-        keys = [self.keys.worker(worker_id), self.keys.pause_all]
-        keys += [self.keys.queue(q) for q in queues] + [self.keys.wake(q) for q in queues]
-        keys += [self.keys.priority_queue(q) for q in queues]
-        args = [len(queues), payload.format_run_at(now), payload.format_iso(now), worker_id,
-                self.keys.result("")] + [payload.dumps(q) for q in queues]
+        keys, tail = self._reserve_keys(worker_id, queues)
+        args = [len(queues), payload.format_run_at(now), payload.format_iso(now), *tail,
+                max(prefetch - 1, 0)]
         reply = self._call(lambda: self._reserve_with_acks(keys, args), flush=False)
         if not reply or reply[0] == 0:
             return None
@@ -212,9 +234,11 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
             raw = text(reply[1])
             if raw.startswith('"'):  # an undecodable entry is held as a JSON string
                 raw = json.loads(raw)
+            self._recover_prefetched(worker_id, reply[3:], now)
         else:
             queue = queues[int(reply[0]) - 1]
             raw = text(reply[1])
+            self._keep_prefetched(worker_id, queue, reply, now)
         try:
             job = payload.decode_job(raw, queue)
         except payload.PayloadError as exc:
@@ -274,12 +298,9 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
         it is made conditional on the in-flight record, so sending it twice is harmless and
         a worker that dies before sending it leaves the job to the reaper (at-least-once).
         """
-        k = self.keys
         minute = int(outcome.finished_at.timestamp()) // 60
         result_id = job.id if isinstance(job, Job) and job.id else "-"
-        keys = [k.worker(worker_id), k.result(result_id), k.stat("processed"),
-                k.stat("processed", worker_id), k.stat("failed"), k.stat("failed", worker_id),
-                k.failed, k.history("processed", minute), k.history("failed", minute)]
+        keys = self._finish_keys(worker_id, result_id, minute)
         failure = ""
         error = ""
         value = ""
@@ -296,9 +317,10 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
                 "1" if only_if_in_flight or defer else "0", raw_bytes(marker)]
         if defer:
             self._deferred.append((keys, args))
+            self._deferred_owner = threading.get_ident()
             return True
-        done = self._call(lambda: self._script("finish")(keys=keys, args=args))
-        return bool(done)
+        command = self._evalsha("finish", keys, args)
+        return bool(self._call(lambda: self._run_packed("finish", [command])[0]))
 
     def _failure_record(self, worker_id: str, job: Job | BadJob, queue: str,
                         outcome: Outcome) -> str:
@@ -320,13 +342,17 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
         return payload.encode_failure(record)
 
     def requeue(self, worker_id: str, job: Job, queue: str, error: ErrorInfo | None) -> bool:
+        # Jobs prefetched after this one go back first, so that this one ends up before them.
+        if self._prefetched.get(worker_id):
+            self._release(worker_id)
         k = self.keys
         keys = [k.worker(worker_id), k.queue(queue), k.queues, k.wake(queue),
                 k.result(job.id or "-"), k.priority_queue(queue)]
         score = (100 - job.priority) * 10**12 if job.priority else ""
         args = [raw_bytes(job.raw or payload.encode_job(job)), queue,
                 error_json(error) if error else "", score]
-        return bool(self._call(lambda: self._script("requeue")(keys=keys, args=args)))
+        command = self._evalsha("requeue", keys, args)
+        return bool(self._call(lambda: self._run_packed("requeue", [command])[0]))
 
     # ------------------------------------------------------------------ worker registry
     def register_worker(self, info: WorkerInfo) -> None:
@@ -353,6 +379,9 @@ class RedisBroker(RedisProduceMixin, RedisScheduleMixin, RedisInspectMixin):
                    flush=False)
 
     def unregister_worker(self, worker_id: str) -> None:
+        # Prefetched jobs go back first: a crash between the two steps loses nothing.
+        self._release(worker_id)
+
         def run() -> None:
             k = self.keys
             pipe = self.client.pipeline(transaction=True)

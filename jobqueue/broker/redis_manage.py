@@ -218,6 +218,9 @@ class RedisManageMixin(Broker):
                 k.wake(queue) if raw else "",
                 k.result(job_id) if isinstance(job_id, str) and job_id else ""]
         args = [worker_id, beat or b"", raw_bytes(raw), queue, score]
+        # What it prefetched goes back first, so that its in-flight job ends up before it.
+        self._call(lambda: self._script("release")(keys=[k.prefetch(worker_id)],
+                                                   args=[f"{k.namespace}:"]))
         reply = int(self._call(lambda: self._script("worker_prune")(keys=keys, args=args)))
         if reply == 2:
             return Pruned(True, requeued_to=queue)

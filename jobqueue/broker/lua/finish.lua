@@ -32,9 +32,9 @@ if ARGV[8] == '1' then
 end
 redis.call('DEL', KEYS[1])
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'status', ARGV[1], 'finished_at', ARGV[2])
   if ARGV[1] == 'SUCCESSFUL' then
-    redis.call('HSET', KEYS[2], 'return_value', ARGV[3])
+    redis.call('HSET', KEYS[2], 'status', ARGV[1], 'finished_at', ARGV[2],
+      'return_value', ARGV[3])
   else
     local errors = redis.call('HGET', KEYS[2], 'errors')
     local list = {}
@@ -42,19 +42,23 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
       list = cjson.decode(errors)
     end
     table.insert(list, cjson.decode(ARGV[4]))
-    redis.call('HSET', KEYS[2], 'errors', cjson.encode(list))
+    redis.call('HSET', KEYS[2], 'status', ARGV[1], 'finished_at', ARGV[2],
+      'errors', cjson.encode(list))
   end
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
 end
-redis.call('INCRBY', KEYS[3], 1)
-redis.call('INCRBY', KEYS[4], 1)
-redis.call('INCRBY', KEYS[8], 1)
-redis.call('EXPIRE', KEYS[8], tonumber(ARGV[7]))
+redis.call('INCR', KEYS[3])
+redis.call('INCR', KEYS[4])
+-- A minute's counter gets its TTL when the minute's first job creates it.
+if redis.call('INCR', KEYS[8]) == 1 then
+  redis.call('EXPIRE', KEYS[8], tonumber(ARGV[7]))
+end
 if ARGV[6] ~= '' then
   redis.call('RPUSH', KEYS[7], ARGV[6])
-  redis.call('INCRBY', KEYS[5], 1)
-  redis.call('INCRBY', KEYS[6], 1)
-  redis.call('INCRBY', KEYS[9], 1)
-  redis.call('EXPIRE', KEYS[9], tonumber(ARGV[7]))
+  redis.call('INCR', KEYS[5])
+  redis.call('INCR', KEYS[6])
+  if redis.call('INCR', KEYS[9]) == 1 then
+    redis.call('EXPIRE', KEYS[9], tonumber(ARGV[7]))
+  end
 end
 return 1

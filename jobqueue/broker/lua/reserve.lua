@@ -2,6 +2,9 @@
 --
 -- The pop and the in-flight record happen in one step, so a job is never only in a worker's
 -- memory: Resque's `worker:<id>` key holds the exact payload until the job is acknowledged.
+-- With a prefetch (a --no-fork worker), up to that many more jobs of the same queue are
+-- reserved in the same step: they wait, in order, in the worker's prefetch list (in flight
+-- too: a dead worker's list goes back to its queues), and start.lua starts each in turn.
 --
 -- KEYS[1]          <ns>:worker:<id>            in-flight record (Resque's shape, plus
 --                                              node-resque's "worker" field)
@@ -10,76 +13,114 @@
 -- KEYS[3+n..2+2n]  <ns>:jobqueue:wake:<q>      wake-up tokens of the same queues
 -- KEYS[3+2n..2+3n] <ns>:jobqueue:priority:<q>  jobs with a non-zero priority (see
 --                  push.lua): positive ones run before the list, negative after
+-- KEYS[3+3n]       <ns>:jobqueue:prefetch:<id> reserved jobs waiting to start (same records)
 -- ARGV[1]          n, the number of queues
 -- ARGV[2]          run_at, "YYYY-MM-DDTHH:MM:SSZ"
 -- ARGV[3]          now, ISO 8601 with microseconds (result times)
 -- ARGV[4]          worker id
 -- ARGV[5]          result key prefix, "<ns>:jobqueue:result:"
 -- ARGV[6..5+n]     each queue name JSON-encoded, parallel to the queue keys
+-- ARGV[6+n]        prefetch: how many more jobs to reserve (0: none)
 --
 -- Returns: false when nothing is queued; {0} when paused;
---          {index, payload, started_at, worker_ids_json} for a job;
---          {-1, payload, queue} when this worker already holds a job (a reply that was lost
---          to a dropped connection): that job is delivered again, never overwritten.
+--          {index, payload, started_at, worker_ids_json, then per prefetched job: payload,
+--          started_at, worker_ids_json} for a job;
+--          {-1, payload, queue, prefetch records...} when this worker already holds a job (a
+--          reply that was lost to a dropped connection): that job is delivered again, never
+--          overwritten, with the jobs it had prefetched.
 local n = tonumber(ARGV[1])
 -- node-resque's worker name: the id "host:pid:queues" up to its second colon.
 local first = string.find(ARGV[4], ':', 1, true)
 local second = first and string.find(ARGV[4], ':', first + 1, true)
 local name = second and string.sub(ARGV[4], 1, second - 1) or ARGV[4]
+local prefetch_key = KEYS[3 + 3 * n]
 local held = redis.call('GET', KEYS[1])
 if held then
   local at = string.find(held, '"payload":', 1, true)
   local record = cjson.decode(held)
   if at and type(record) == 'table' then
-    return {-1, string.sub(held, at + 10, -2), tostring(record['queue'])}
+    local reply = {-1, string.sub(held, at + 10, -2), tostring(record['queue'])}
+    for _, waiting in ipairs(redis.call('LRANGE', prefetch_key, 0, -1)) do
+      reply[#reply + 1] = waiting
+    end
+    return reply
   end
 end
 if redis.call('GET', KEYS[2]) == 'true' then
   return {0}
 end
 local split = 100 * 1e12  -- scores below this belong to positive priorities
-for i = 1, n do
+
+-- The next job of queue i, in reserve order: positive priorities, the list, negative ones.
+local function pop(i)
   local zkey = KEYS[2 + 2 * n + i]
   local top = redis.call('ZRANGE', zkey, 0, 0, 'WITHSCORES')
-  local payload = nil
   if top[1] and tonumber(top[2]) < split then
-    payload = top[1]
-    redis.call('ZREM', zkey, payload)
-  else
-    payload = redis.call('LPOP', KEYS[2 + i])
-    if not payload and top[1] then
-      payload = top[1]
-      redis.call('ZREM', zkey, payload)
-    end
+    redis.call('ZREM', zkey, top[1])
+    return top[1]
   end
+  local payload = redis.call('LPOP', KEYS[2 + i])
+  if not payload and top[1] then
+    redis.call('ZREM', zkey, top[1])
+    payload = top[1]
+  end
+  return payload
+end
+
+-- The in-flight record of a payload (payload.encode_working's bytes: node-resque's
+-- "worker" (host:pid) before the payload), and its decoded job (nil when undecodable).
+local function record(i, payload)
+  local ok, job = pcall(cjson.decode, payload)
+  local embedded = payload
+  if not (ok and type(job) == 'table') then
+    job, embedded = nil, cjson.encode(payload)
+  end
+  return '{"queue":' .. ARGV[5 + i] .. ',"run_at":"' .. ARGV[2] .. '","worker":' ..
+    cjson.encode(name) .. ',"payload":' .. embedded .. '}', job
+end
+
+-- The result record's state: {status, started_at, worker_ids} (all false without one).
+local function result_of(job)
+  if job and type(job['id']) == 'string' then
+    return redis.call('HMGET', ARGV[5] .. job['id'], 'status', 'started_at', 'worker_ids')
+  end
+  return {false, false, false}
+end
+
+for i = 1, n do
+  local payload = pop(i)
   if payload then
-    local ok, job = pcall(cjson.decode, payload)
-    local valid = ok and type(job) == 'table'
-    local embedded = payload
-    if not valid then
-      embedded = cjson.encode(payload)
-    end
-    -- payload.encode_working's bytes: node-resque's "worker" (host:pid) before the payload.
-    redis.call('SET', KEYS[1], '{"queue":' .. ARGV[5 + i] .. ',"run_at":"' .. ARGV[2] ..
-      '","worker":' .. cjson.encode(name) .. ',"payload":' .. embedded .. '}')
+    local in_flight, job = record(i, payload)
+    redis.call('SET', KEYS[1], in_flight)
     local started, ids = false, false
-    if valid and type(job['id']) == 'string' then
-      local rkey = ARGV[5] .. job['id']
-      if redis.call('EXISTS', rkey) == 1 then
-        redis.call('HSETNX', rkey, 'started_at', ARGV[3])
-        ids = redis.call('HGET', rkey, 'worker_ids')
-        local list = {}
-        if ids and ids ~= '[]' then
-          list = cjson.decode(ids)
-        end
-        table.insert(list, ARGV[4])
-        ids = cjson.encode(list)
-        redis.call('HSET', rkey, 'status', 'RUNNING', 'last_attempted_at', ARGV[3],
-          'worker_ids', ids)
-        started = redis.call('HGET', rkey, 'started_at')
+    local have = result_of(job)
+    if have[1] then
+      -- One read and one write: every result record has a status (a missing one, expired
+      -- or never written, is left alone); started_at is kept from the first attempt.
+      started = have[2] or ARGV[3]
+      local list = {}
+      if have[3] and have[3] ~= '[]' then
+        list = cjson.decode(have[3])
       end
+      table.insert(list, ARGV[4])
+      ids = cjson.encode(list)
+      redis.call('HSET', ARGV[5] .. job['id'], 'status', 'RUNNING', 'last_attempted_at',
+        ARGV[3], 'worker_ids', ids, 'started_at', started)
     end
-    return {i, payload, started, ids}
+    local reply = {i, payload, started, ids}
+    for _ = 1, tonumber(ARGV[6 + n]) do
+      local more = pop(i)
+      if not more then
+        break
+      end
+      local waiting, more_job = record(i, more)
+      redis.call('RPUSH', prefetch_key, waiting)
+      local state = result_of(more_job)
+      reply[#reply + 1] = more
+      reply[#reply + 1] = state[1] and state[2]
+      reply[#reply + 1] = state[1] and state[3]
+    end
+    return reply
   end
 end
 -- Every queue is empty, so any token left is stale: drop them so idle workers sleep.

@@ -41,6 +41,9 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="host part of the worker id")
         parser.add_argument("--max-jobs", type=int, default=None,
                             help="exit after this many jobs")
+        parser.add_argument("--prefetch", type=int, default=None, metavar="N",
+                            help="--no-fork: reserve up to N jobs per round trip (default "
+                                 "JOBQUEUE['PREFETCH'], 8; 1 reserves one at a time)")
         parser.add_argument("--jobs-per-child", type=int, default=1, metavar="N",
                             help="fork mode: let one forked child run up to N jobs before it "
                                  "exits (default 1: a fresh child per job)")
@@ -52,6 +55,8 @@ class Command(BaseCommand):
         patterns = queue_lists.parse(options["queues"]) or queue_lists.from_environment()
         if options["jobs_per_child"] < 1:
             raise CommandError("--jobs-per-child must be 1 or more")
+        if options["prefetch"] is not None and options["prefetch"] < 1:
+            raise CommandError("--prefetch must be 1 or more")
         if options["no_fork"] and options["jobs_per_child"] > 1:
             raise CommandError("--jobs-per-child needs fork mode: a --no-fork worker runs "
                                "every job in its own process already")
@@ -66,7 +71,7 @@ class Command(BaseCommand):
             fork=not options["no_fork"], burst=options["burst"],
             interval=options["interval"], name=options["name"],
             grace_period=options["grace"], max_jobs=options["max_jobs"],
-            jobs_per_child=options["jobs_per_child"],
+            jobs_per_child=options["jobs_per_child"], prefetch=options["prefetch"],
             backend_class=type(task_backends[options["backend"]]),
         )
         worker.work()
