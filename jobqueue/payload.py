@@ -257,17 +257,19 @@ def worker_name(worker_id: str) -> str:
 
 
 def encode_working(queue: str, run_at: datetime, raw_payload: str,
-                   worker_id: str | None = None) -> str:
+                   worker_id: str | None = None, token: str | None = None) -> str:
     """``worker:<id>`` value: Ruby's ``queue``, ``run_at`` and ``payload``, in Ruby's order.
 
     With ``worker_id`` a ``worker`` field (``host:pid``, node-resque's worker name) comes
     before the payload, as node-resque writes it: node's ``allWorkingOn()`` files a record
-    under that field. Ruby and resque-web ignore it. The payload is embedded verbatim and
-    always last, so the in-flight payload is the record's tail. ``reserve.lua`` writes the
-    same bytes (pinned by a test).
+    under that field. With ``token`` (hex, see ``broker.redis_tokens``) a ``jq`` field, the
+    reservation's token, follows it. Ruby and resque-web ignore both. The payload is embedded
+    verbatim and always last, so the in-flight payload is the record's tail. ``reserve.lua``
+    writes the same bytes (pinned by a test).
     """
     worker = f'"worker":{dumps(worker_name(worker_id))},' if worker_id is not None else ""
-    return (f'{{"queue":{dumps(queue)},"run_at":"{format_run_at(run_at)}",{worker}'
+    jq = f'"jq":"{token}",' if token is not None else ""
+    return (f'{{"queue":{dumps(queue)},"run_at":"{format_run_at(run_at)}",{worker}{jq}'
             f'"payload":{raw_payload}}}')
 
 

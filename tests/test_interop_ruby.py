@@ -222,15 +222,16 @@ def test_running_worker_records_are_what_rubys_readers_and_pruner_parse(jq):
     assert abs(seen.timestamp() - server_now) < 10
 
     # worker:<id>:started is Ruby's Time#to_s; worker:<id> is Ruby's working_on record, with
-    # the payload embedded verbatim (and node-resque's "worker" name, which Ruby ignores).
+    # the payload embedded verbatim (and node-resque's "worker" name and jobqueue's "jq"
+    # reservation token, which Ruby ignores).
     started = jq.redis.get(jq.key("worker", wid, "started"))
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", started), started
     working = jq.redis.get(jq.key("worker", wid))
     m = re.fullmatch(r'\{"queue":"slow","run_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",'
-                     r'"worker":"([^"]+)","payload":(.*)\}', working)
+                     r'"worker":"([^"]+)","jq":"[0-9a-f]+","payload":(.*)\}', working)
     assert m and m[2] == queued, working
     assert m[1] == wid.rsplit(":", 1)[0]
-    assert set(json.loads(working)) == {"queue", "run_at", "worker", "payload"}
+    assert set(json.loads(working)) == {"queue", "run_at", "worker", "jq", "payload"}
 
     # Process title: Ruby's ps-based pruner must count the registered pid as a live worker.
     assert re.match(r"resque-[0-9]", _title(proc.pid)), _title(proc.pid)

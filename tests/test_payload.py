@@ -11,6 +11,7 @@ format fact; they belong beside each other.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -398,7 +399,15 @@ def test_reserve_lua_writes_exactly_the_bytes_of_encode_working(jq):
     worker_id = "web1:4242:q:1,other"
     reservation = jq.broker.reserve(worker_id, ["q:1"])
     written = jq.redis.get(jq.key("worker", worker_id))
-    assert written == encode_working("q:1", reservation.run_at, raw, worker_id)
+    token = json.loads(written)["jq"]
+    assert re.fullmatch(r"[0-9a-f]+", token), token
+    assert written == encode_working("q:1", reservation.run_at, raw, worker_id, token)
+
+
+def test_working_record_with_a_token_has_it_between_the_worker_and_the_payload():
+    text = encode_working("slow", T, '{"class":"Slow","args":[3]}', "web1:4242:slow", "ab1")
+    assert text == ('{"queue":"slow","run_at":"2026-11-23T02:27:13Z","worker":"web1:4242",'
+                    '"jq":"ab1","payload":{"class":"Slow","args":[3]}}')
 
 
 # --------------------------------------------------------------------------- failures

@@ -295,15 +295,18 @@ def test_resque_records_while_a_job_runs_and_counters_after(jq, workers):
 
     assert jq.worker_ids() == {worker_id}
     # Resque's {queue, run_at, payload} in Ruby's order, with node-resque's "worker"
-    # (host:pid) before the payload; the payload is the exact bytes of the queue entry.
+    # (host:pid) and the reservation token before the payload; the payload is the exact
+    # bytes of the queue entry.
     working = jq.redis.get(jq.key("worker", worker_id))
     match = re.fullmatch(r'\{"queue":"default","run_at":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)",'
-                         r'"worker":"([^"]*)","payload":(.*)\}', working, re.DOTALL)
+                         r'"worker":"([^"]*)","jq":"([0-9a-f]+)","payload":(.*)\}', working,
+                         re.DOTALL)
     assert match, working
     assert match.group(2) == f"box7:{proc.pid}"
-    assert match.group(3) == raw
+    assert match.group(4) == raw
     assert json.loads(working) == {"queue": "default", "run_at": match.group(1),
-                                   "worker": f"box7:{proc.pid}", "payload": json.loads(raw)}
+                                   "worker": f"box7:{proc.pid}", "jq": match.group(3),
+                                   "payload": json.loads(raw)}
     assert RUBY_TIME.match(jq.redis.get(jq.key("worker", worker_id, "started")))
     first_beat = jq.redis.hget(jq.key("workers", "heartbeat"), worker_id)
     assert ISO_HEARTBEAT.match(first_beat), first_beat

@@ -133,7 +133,9 @@ class Broker(ABC):
         record); brokers without such batching simply record at once.
 
         With ``only_if_in_flight`` nothing happens unless the worker's in-flight record still
-        holds this job; returns whether anything was recorded.
+        holds this job; returns whether anything was recorded. "This job" means the very
+        reservation this broker made (or read with ``in_flight``), not only the same bytes:
+        the Redis broker checks the reservation token of ``redis_tokens``.
         """
 
     def flush(self) -> None:

@@ -31,6 +31,7 @@ from .redis_inspect import RedisInspectMixin
 from .redis_prefetch import RedisPrefetchMixin
 from .redis_produce import RedisProduceMixin
 from .redis_schedule import RedisScheduleMixin
+from .redis_tokens import Tokens
 
 T = TypeVar("T")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -88,6 +89,7 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         # the thread that held them back (only it sends them).
         self._deferred: list[tuple[list[Any], list[Any]]] = []
         self._deferred_owner: int | None = None
+        self._tokens = Tokens()  # reservation tokens (see redis_tokens)
         self._init_prefetch(client)
 
     # ------------------------------------------------------------------ plumbing
@@ -223,33 +225,45 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
             return taken
         now = self.now()
         keys, tail = self._reserve_keys(worker_id, queues)
+        token = self._tokens.new()
         args = [len(queues), payload.format_run_at(now), payload.format_iso(now), *tail,
-                max(prefetch - 1, 0)]
+                max(prefetch - 1, 0), token]
         reply = self._call(lambda: self._reserve_with_acks(keys, args), flush=False)
         if not reply or reply[0] == 0:
             return None
-        redelivered = int(reply[0]) == -1  # a job this worker already holds
-        if redelivered:
-            queue = text(reply[2])
-            raw = text(reply[1])
-            if raw.startswith('"'):  # an undecodable entry is held as a JSON string
-                raw = json.loads(raw)
-            self._recover_prefetched(worker_id, reply[3:], now)
-        else:
-            queue = queues[int(reply[0]) - 1]
-            raw = text(reply[1])
-            self._keep_prefetched(worker_id, queue, reply, now)
+        if int(reply[0]) == -1:  # a job this worker already holds
+            return self._redelivered(worker_id, reply, now)
+        queue = queues[int(reply[0]) - 1]
+        raw = text(reply[1])
+        self._tokens.hold(worker_id, token, raw)
+        self._keep_prefetched(worker_id, queue, reply, now, token)
         try:
             job = payload.decode_job(raw, queue)
         except payload.PayloadError as exc:
             return BadJob(raw=raw, queue=queue, error=str(exc), run_at=now, worker_id=worker_id)
-        if redelivered:  # rare: read what the lost reply carried from the result record
-            record = self.get_result(job.id) if job.id else None
-            started = record.started_at if record else None
-            worker_ids = tuple(record.worker_ids) if record else ()
-        else:
-            started = payload.parse_time(text(reply[2])) if reply[2] else None
-            worker_ids = tuple(json.loads(text(reply[3]))) if reply[3] else ()
+        started = payload.parse_time(text(reply[2])) if reply[2] else None
+        worker_ids = tuple(json.loads(text(reply[3]))) if reply[3] else ()
+        return Reservation(job=job, queue=queue, run_at=now, worker_id=worker_id,
+                           started_at=started or now, worker_ids=worker_ids)
+
+    def _redelivered(self, worker_id: str, reply: Sequence[Any],
+                     now: datetime) -> Reservation | BadJob:
+        """The job reserve.lua found this worker holding (the reply that gave it was lost),
+        with its token and its prefetch batch rebuilt from Redis."""
+        queue = text(reply[2])
+        raw = text(reply[1])
+        if raw.startswith('"'):  # an undecodable entry is held as a JSON string
+            raw = json.loads(raw)
+        self._tokens.hold(worker_id, text(reply[3]) if reply[3] else None, raw)
+        self._recover_prefetched(worker_id, reply[4:], now)
+        try:
+            job = payload.decode_job(raw, queue)
+        except payload.PayloadError as exc:
+            return BadJob(raw=raw, queue=queue, error=str(exc), run_at=now, worker_id=worker_id)
+        # Rare: read what the lost reply carried from the result record.
+        record = self.get_result(job.id) if job.id else None
+        started = record.started_at if record else None
+        worker_ids = tuple(record.worker_ids) if record else ()
         return Reservation(job=job, queue=queue, run_at=now, worker_id=worker_id,
                            started_at=started or now, worker_ids=worker_ids)
 
@@ -311,7 +325,7 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
             error = error_json(outcome.error)
             failure = self._failure_record(worker_id, job, queue, outcome)
         raw = job.raw if isinstance(job, BadJob) else job.raw or ""
-        marker = raw if isinstance(job, Job) else ""
+        marker = self._tokens.marker(worker_id, raw, raw if isinstance(job, Job) else "")
         args = [outcome.status, payload.format_iso(outcome.finished_at), value, error,
                 self.result_ttl, failure, HISTORY_TTL,
                 "1" if only_if_in_flight or defer else "0", raw_bytes(marker)]
@@ -349,8 +363,9 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         keys = [k.worker(worker_id), k.queue(queue), k.queues, k.wake(queue),
                 k.result(job.id or "-"), k.priority_queue(queue)]
         score = (100 - job.priority) * 10**12 if job.priority else ""
-        args = [raw_bytes(job.raw or payload.encode_job(job)), queue,
-                error_json(error) if error else "", score]
+        raw = job.raw or payload.encode_job(job)
+        args = [raw_bytes(raw), queue, error_json(error) if error else "", score,
+                raw_bytes(self._tokens.marker(worker_id, raw, ""))]
         command = self._evalsha("requeue", keys, args)
         return bool(self._call(lambda: self._run_packed("requeue", [command])[0]))
 
@@ -381,6 +396,7 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
     def unregister_worker(self, worker_id: str) -> None:
         # Prefetched jobs go back first: a crash between the two steps loses nothing.
         self._release(worker_id)
+        self._tokens.forget(worker_id)
 
         def run() -> None:
             k = self.keys

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import redis
 
     from ..keys import Keys
+    from .redis_tokens import Tokens
 
 #: Records one scan call examines: a few milliseconds of Redis time, then others get a turn.
 SCAN_CHUNK = 5000
@@ -80,6 +81,7 @@ class RedisManageMixin(Broker):
     keys: Keys
     namespace: str
     pending_result_ttl: int
+    _tokens: Tokens
 
     # -------------------------------------------------------------- failed: by reference
     def _act(self, mode: str, groups: list[list[Any]]) -> Any:
@@ -217,7 +219,8 @@ class RedisManageMixin(Broker):
                 k.priority_queue(queue) if raw else "", k.queues,
                 k.wake(queue) if raw else "",
                 k.result(job_id) if isinstance(job_id, str) and job_id else ""]
-        args = [worker_id, beat or b"", raw_bytes(raw), queue, score]
+        args = [worker_id, beat or b"", raw_bytes(raw), queue, score,
+                raw_bytes(self._tokens.marker(worker_id, raw, "")) if raw else ""]
         # What it prefetched goes back first, so that its in-flight job ends up before it.
         self._call(lambda: self._script("release")(keys=[k.prefetch(worker_id)],
                                                    args=[f"{k.namespace}:"]))

@@ -12,15 +12,12 @@ What stays true: a reserved job is always in Redis (queue, prefetch list, in-fli
 done), so a worker killed at any point loses nothing: ``unregister_worker`` and the reaper
 put its prefetch list back at the head of its queues (``release.lua``), in order, without
 counting an attempt. Every step is conditional on the in-flight record, so a packet sent
-twice (after a dropped connection) acts once. What changes: a worker holds up to N-1 more
-jobs than it runs, so a job of higher priority that arrives meanwhile waits for them. USR2
-takes effect after the job running now, ``pause-all-workers`` after it or the next one (a
-start's reply says so, and it is read one job late); the rest go back.
-
-Known limit (shared with the held-back acknowledgement of ``finish(defer=True)``): steps
-match the in-flight record by payload bytes, so when a packet is sent again after a lost
-reply and the next job has byte-identical bytes (plain Resque jobs with equal arguments; a
-jobqueue payload has its own id), the resent acknowledgement can settle that next job too.
+twice (after a dropped connection) acts once: each step looks for its job's reservation
+token (``"jq":"<token>.<k>"``, see ``redis_tokens``), so even a batch of byte-identical
+plain Resque jobs is acknowledged and started one by one. What changes: a worker holds up
+to N-1 more jobs than it runs, so a job of higher priority that arrives meanwhile waits for
+them. USR2 takes effect after the job running now, ``pause-all-workers`` after it or the next
+one (a start's reply says so, and it is read one job late); the rest go back.
 """
 
 from __future__ import annotations
@@ -40,6 +37,7 @@ from ..exceptions import BrokerUnavailable
 from ..job import BadJob, Job, Reservation
 from .base import Broker
 from .redis_bytes import raw_bytes, text
+from .redis_tokens import Tokens, token_marker, token_of
 
 logger = logging.getLogger("jobqueue.worker")
 #: Times packets are sent again after a dropped connection before Redis counts as gone.
@@ -53,12 +51,14 @@ class RedisPrefetchMixin(Broker):
     _deferred: list[tuple[list[Any], list[Any]]]
     _scripts: dict[str, Any]
     _result_prefix: str
+    _tokens: Tokens
 
     def _evalsha(self, name: str, keys: list[Any], args: list[Any]) -> bytes:  # pragma: no cover
         raise NotImplementedError
 
     def _init_prefetch(self, client: redis.Redis) -> None:
-        self._prefetched: dict[str, deque[Reservation | BadJob]] = {}
+        # Each worker's prefetched jobs, in order, with their reservation tokens.
+        self._prefetched: dict[str, deque[tuple[Reservation | BadJob, str | None]]] = {}
         self._async = DeferredConnection(client)
         self._async_owner: int | None = None  # the thread whose packet is in flight
         self._unread: list[tuple[tuple[str, ...], list[bytes]]] = []  # sent, replies unread
@@ -69,14 +69,16 @@ class RedisPrefetchMixin(Broker):
         batch = self._prefetched.get(worker_id)
         if not batch:
             return None
-        item = batch.popleft()
+        item, token = batch.popleft()
         now = self.now()  # type: ignore[attr-defined]
         if isinstance(item, BadJob):
-            started, ids, marker, result_id = now, (), "", "-"
+            started, ids, raw, result_id = now, (), item.raw, "-"
         else:
             started = item.started_at or now
             ids = (*item.worker_ids, worker_id)
-            marker, result_id = item.job.raw or "", item.job.id or "-"
+            raw, result_id = item.job.raw or "", item.job.id or "-"
+        fallback = "" if isinstance(item, BadJob) else raw  # an entry without a token
+        marker = token_marker(token) if token else fallback
         k = self.keys
         start = self._evalsha("start", [k.worker(worker_id), k.prefetch(worker_id),
                                         self._result_prefix + result_id, k.pause_all],
@@ -86,6 +88,7 @@ class RedisPrefetchMixin(Broker):
         commands = [self._evalsha("finish", keys, args) for keys, args in self._deferred]
         self._deferred.clear()
         self._send_async((*("finish",) * len(commands), "start"), [*commands, start])
+        self._tokens.hold(worker_id, token, raw)
         if isinstance(item, BadJob):
             return BadJob(raw=item.raw, queue=item.queue, error=item.error, run_at=now,
                           worker_id=worker_id)
@@ -93,24 +96,28 @@ class RedisPrefetchMixin(Broker):
                            started_at=started, worker_ids=ids)
 
     def _keep_prefetched(self, worker_id: str, queue: str, reply: Sequence[Any],
-                         now: Any) -> None:
-        """Remember the jobs ``reserve.lua`` prefetched (its reply after the first job)."""
-        batch: deque[Reservation | BadJob] = deque()
-        for at in range(4, len(reply), 3):
+                         now: Any, token: str) -> None:
+        """Remember the jobs ``reserve.lua`` prefetched (its reply after the first job) and
+        their tokens (``<token>.<k>`` for the k-th)."""
+        batch: deque[tuple[Reservation | BadJob, str | None]] = deque()
+        for k, at in enumerate(range(4, len(reply), 3), start=1):
             started = payload.parse_time(text(reply[at + 1])) if reply[at + 1] else None
             ids = tuple(json.loads(text(reply[at + 2]))) if reply[at + 2] else ()
-            batch.append(_entry(text(reply[at]), queue, worker_id, now,
-                                lambda _job, s=started, i=ids: (s, i)))
+            batch.append((_entry(text(reply[at]), queue, worker_id, now,
+                                 lambda _job, s=started, i=ids: (s, i)),
+                          f"{token}.{k}" if token else None))
         if batch:
             self._prefetched[worker_id] = batch
 
     def _recover_prefetched(self, worker_id: str, records: Sequence[Any], now: Any) -> None:
-        """After a lost reserve reply: the prefetch list is in Redis; rebuild the batch."""
-        batch: deque[Reservation | BadJob] = deque()
+        """After a lost reserve reply: the prefetch list is in Redis; rebuild the batch (an
+        entry written without a token is matched by its payload)."""
+        batch: deque[tuple[Reservation | BadJob, str | None]] = deque()
         for entry in records:
             found = _split_record(text(entry))
             if found is not None:
-                batch.append(_entry(found[1], found[0], worker_id, now, self._attempts))
+                batch.append((_entry(found[1], found[0], worker_id, now, self._attempts),
+                              token_of(text(entry))))
         if batch:
             self._prefetched[worker_id] = batch
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .. import payload
 from ..job import Job
 from .base import Broker, ErrorInfo
+from .redis_tokens import Tokens, token_of
 
 if TYPE_CHECKING:
     import redis
@@ -36,6 +37,7 @@ class RedisScheduleMixin(Broker):
     namespace: str
     pending_result_ttl: int
     _queue_cache: Any
+    _tokens: Tokens
 
     def _call(self, fn: Any) -> Any:  # pragma: no cover - provided by RedisBroker
         raise NotImplementedError
@@ -131,11 +133,14 @@ class RedisScheduleMixin(Broker):
         keys = [k.worker(worker_id), k.result(job.id or "-"), k.stat("processed"),
                 k.stat("processed", worker_id), k.history("processed", minute),
                 k.delayed_schedule, k.delayed(ts), k.timestamps(item), k.wake(queue)]
-        args = ["1" if only_if_in_flight else "0", raw_bytes(job.raw or ""), item, ts,
+        marker = self._tokens.marker(worker_id, job.raw or "", job.raw or "")
+        args = ["1" if only_if_in_flight else "0", raw_bytes(marker), item, ts,
                 error_json(error), payload.format_iso(run_at), HISTORY_TTL]
         return bool(self._call(lambda: self._script("retry")(keys=keys, args=args)))
 
     def in_flight(self, worker_id: str) -> tuple[str, str] | None:
+        """See ``Broker.in_flight``. The record's reservation token, if it has one, is kept:
+        settling the job read here then acts only on this very reservation."""
         raw = self._call(lambda: self.client.get(self.keys.worker(worker_id)))
         if not raw:
             return None
@@ -147,10 +152,14 @@ class RedisScheduleMixin(Broker):
         body = record.get("payload") if isinstance(record, dict) else None
         queue = str(record.get("queue", "")) if isinstance(record, dict) else ""
         if isinstance(body, str):  # undecodable payloads are stored as a JSON string
-            return queue, body
-        # The payload is embedded verbatim: cut it out of the record to keep its exact bytes.
-        start = text.find('"payload":')
-        return (queue, text[start + len('"payload":'):-1]) if start >= 0 else None
+            held: tuple[str, str] | None = (queue, body)
+        else:
+            # The payload is embedded verbatim: cut it out of the record to keep its bytes.
+            start = text.find('"payload":')
+            held = (queue, text[start + len('"payload":'):-1]) if start >= 0 else None
+        if held is not None:
+            self._tokens.hold(worker_id, token_of(text), held[1])
+        return held
 
     def stale_workers(self, now: datetime) -> list[str]:
         def run() -> tuple[dict[Any, Any], list[Any]]:

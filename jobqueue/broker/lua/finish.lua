@@ -18,7 +18,9 @@
 -- ARGV[7]  history TTL in seconds
 -- ARGV[8]  "1": act only if the in-flight record still exists (a parent cleaning up after
 --          a child that died); "0": always
--- ARGV[9]  expected in-flight record prefix check: the payload must appear in KEYS[1] ("" = skip)
+-- ARGV[9]  marker the in-flight record must contain ("" = skip): the reservation's token
+--          field, '"jq":"<token>"' (see reserve.lua), or the exact payload for a record
+--          without a token
 --
 -- Returns 1 when recorded, 0 when skipped because the job was already acknowledged.
 if ARGV[8] == '1' then

@@ -12,11 +12,17 @@
 -- ARGV[2]  queue name
 -- ARGV[3]  error JSON to append to the result's errors ("" for none)
 -- ARGV[4]  the job's priority score to requeue at ("" for a plain priority-0 job)
+-- ARGV[5]  marker the in-flight record must contain: the reservation's token field
+--          '"jq":"<token>"' ("": the exact payload, ARGV[1])
 -- KEYS[6]  <ns>:jobqueue:priority:<q>       where a prioritised job goes back
 --
 -- Returns 1 when requeued, 0 when the job had already been acknowledged.
 local current = redis.call('GET', KEYS[1])
-if not current or not string.find(current, ARGV[1], 1, true) then
+local marker = ARGV[5]
+if not marker or marker == '' then
+  marker = ARGV[1]
+end
+if not current or not string.find(current, marker, 1, true) then
   return 0
 end
 redis.call('DEL', KEYS[1])

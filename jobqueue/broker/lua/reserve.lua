@@ -2,6 +2,8 @@
 --
 -- The pop and the in-flight record happen in one step, so a job is never only in a worker's
 -- memory: Resque's `worker:<id>` key holds the exact payload until the job is acknowledged.
+-- The record carries the caller's reservation token ("jq", see redis_tokens.py): the steps
+-- that settle or start a job match it, so two jobs with equal bytes are told apart.
 -- With a prefetch (a --no-fork worker), up to that many more jobs of the same queue are
 -- reserved in the same step: they wait, in order, in the worker's prefetch list (in flight
 -- too: a dead worker's list goes back to its queues), and start.lua starts each in turn.
@@ -21,25 +23,32 @@
 -- ARGV[5]          result key prefix, "<ns>:jobqueue:result:"
 -- ARGV[6..5+n]     each queue name JSON-encoded, parallel to the queue keys
 -- ARGV[6+n]        prefetch: how many more jobs to reserve (0: none)
+-- ARGV[7+n]        reservation token, unique per call ([0-9a-f]; "": no token): the first
+--                  job's record gets it, the k-th prefetched job's "<token>.<k>"
 --
 -- Returns: false when nothing is queued; {0} when paused;
 --          {index, payload, started_at, worker_ids_json, then per prefetched job: payload,
 --          started_at, worker_ids_json} for a job;
---          {-1, payload, queue, prefetch records...} when this worker already holds a job (a
---          reply that was lost to a dropped connection): that job is delivered again, never
---          overwritten, with the jobs it had prefetched.
+--          {-1, payload, queue, token (nil: none), prefetch records...} when this worker
+--          already holds a job (a reply that was lost to a dropped connection): that job is
+--          delivered again, never overwritten, with the jobs it had prefetched.
 local n = tonumber(ARGV[1])
 -- node-resque's worker name: the id "host:pid:queues" up to its second colon.
 local first = string.find(ARGV[4], ':', 1, true)
 local second = first and string.find(ARGV[4], ':', first + 1, true)
 local name = second and string.sub(ARGV[4], 1, second - 1) or ARGV[4]
 local prefetch_key = KEYS[3 + 3 * n]
+local token = ARGV[7 + n]
 local held = redis.call('GET', KEYS[1])
 if held then
   local at = string.find(held, '"payload":', 1, true)
   local record = cjson.decode(held)
   if at and type(record) == 'table' then
-    local reply = {-1, string.sub(held, at + 10, -2), tostring(record['queue'])}
+    local held_token = record['jq']
+    if type(held_token) ~= 'string' then
+      held_token = false
+    end
+    local reply = {-1, string.sub(held, at + 10, -2), tostring(record['queue']), held_token}
     for _, waiting in ipairs(redis.call('LRANGE', prefetch_key, 0, -1)) do
       reply[#reply + 1] = waiting
     end
@@ -67,16 +76,21 @@ local function pop(i)
   return payload
 end
 
--- The in-flight record of a payload (payload.encode_working's bytes: node-resque's
--- "worker" (host:pid) before the payload), and its decoded job (nil when undecodable).
-local function record(i, payload)
+-- The in-flight record of a payload with a token (payload.encode_working's bytes: node-resque's
+-- "worker" (host:pid), then the token, before the payload), and its decoded job (nil when
+-- undecodable).
+local function record(i, payload, tag)
   local ok, job = pcall(cjson.decode, payload)
   local embedded = payload
   if not (ok and type(job) == 'table') then
     job, embedded = nil, cjson.encode(payload)
   end
+  local jq = ''
+  if tag ~= '' then
+    jq = ',"jq":"' .. tag .. '"'
+  end
   return '{"queue":' .. ARGV[5 + i] .. ',"run_at":"' .. ARGV[2] .. '","worker":' ..
-    cjson.encode(name) .. ',"payload":' .. embedded .. '}', job
+    cjson.encode(name) .. jq .. ',"payload":' .. embedded .. '}', job
 end
 
 -- The result record's state: {status, started_at, worker_ids} (all false without one).
@@ -90,7 +104,7 @@ end
 for i = 1, n do
   local payload = pop(i)
   if payload then
-    local in_flight, job = record(i, payload)
+    local in_flight, job = record(i, payload, token)
     redis.call('SET', KEYS[1], in_flight)
     local started, ids = false, false
     local have = result_of(job)
@@ -108,12 +122,12 @@ for i = 1, n do
         ARGV[3], 'worker_ids', ids, 'started_at', started)
     end
     local reply = {i, payload, started, ids}
-    for _ = 1, tonumber(ARGV[6 + n]) do
+    for k = 1, tonumber(ARGV[6 + n]) do
       local more = pop(i)
       if not more then
         break
       end
-      local waiting, more_job = record(i, more)
+      local waiting, more_job = record(i, more, token ~= '' and (token .. '.' .. k) or '')
       redis.call('RPUSH', prefetch_key, waiting)
       local state = result_of(more_job)
       reply[#reply + 1] = more

@@ -14,7 +14,7 @@
 -- KEYS[8]  <ns>:timestamps:<item>
 -- KEYS[9]  <ns>:jobqueue:wake:<queue>
 -- ARGV[1]  "1": only if the in-flight record still holds ARGV[2]; "0": always
--- ARGV[2]  the exact payload (marker)
+-- ARGV[2]  marker: the reservation's token field '"jq":"<token>"', or the exact payload
 -- ARGV[3]  delayed item bytes
 -- ARGV[4]  due time, epoch seconds (integer)
 -- ARGV[5]  error JSON appended to the result's errors ("" for none)

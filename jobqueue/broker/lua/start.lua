@@ -9,7 +9,9 @@
 -- KEYS[2]  <ns>:jobqueue:prefetch:<id>      reserved jobs waiting to start, in order
 -- KEYS[3]  <ns>:jobqueue:result:<id>        the next job's result hash ("-" key: none)
 -- KEYS[4]  <ns>:pause-all-workers           "true": the worker puts the rest of its batch back
--- ARGV[1]  the next job's exact payload (what the worker expects at the list's head)
+-- ARGV[1]  the next job's marker (what the worker expects at the list's head): its token
+--          field '"jq":"<token>.<k>"' (see reserve.lua), or its exact payload when the entry
+--          has no token
 -- ARGV[2]  run_at, "YYYY-MM-DDTHH:MM:SSZ"
 -- ARGV[3]  now, ISO 8601 with microseconds
 -- ARGV[4]  worker_ids JSON after this attempt (the worker computed it from the reserve reply)

@@ -22,6 +22,8 @@
 -- ARGV[3]  the exact in-flight payload ("" = the worker held no job)
 -- ARGV[4]  queue name of that job
 -- ARGV[5]  priority score to requeue at ("" = plain Resque job)
+-- ARGV[6]  marker that in-flight record must contain: its reservation token field
+--          '"jq":"<token>"' ("": the payload, ARGV[3])
 --
 -- Returns 2 when pruned and its job requeued, 1 when pruned (no job), -1 when the heartbeat
 -- changed (alive after all), -2 when its in-flight job changed.
@@ -29,9 +31,13 @@ if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then
   return -1
 end
 local current = redis.call('GET', KEYS[2])
+local marker = ARGV[6]
+if not marker or marker == '' then
+  marker = ARGV[3]
+end
 if ARGV[3] == '' then
   if current then return -2 end
-elseif not current or not string.find(current, ARGV[3], 1, true) then
+elseif not current or not string.find(current, marker, 1, true) then
   return -2
 end
 local reply = 1
