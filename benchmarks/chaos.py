@@ -285,8 +285,9 @@ def run(config: ChaosConfig, server: Any, namespace: str,
         while time.monotonic() < deadline and len(_recorded(client, record_key)) < config.jobs:
             time.sleep(0.2)
         report.seconds = time.monotonic() - started
-        # Let retries and reaping settle before the final count (duplicates may still land).
-        _settle(client, namespace, timeout=30)
+        # Let retries and reaping settle before the final count (duplicates may still land):
+        # a worker that died just before the drain ended is reaped well within 60 s.
+        _settle(client, namespace, timeout=60)
     finally:
         pool.stop(timeout=config.grace_period + 20)
         report.log = (workdir / "pool.log").read_text(errors="replace")[-20000:]
