@@ -150,10 +150,11 @@ def test_children_come_from_the_fork_server_and_the_next_one_is_forked_in_advanc
     assert children(server) == [spare]
     # ...which runs it: no fork between the job's arrival and its start.
     handle = wt.whoami.enqueue("first")
-    workers.wait(proc, lambda: workers.records("whoami"), 30, "the job")
+    # (The task records itself as it runs; its result is written after the child reports.)
+    workers.wait(proc, lambda: wt.whoami.get_result(handle.id).status == "SUCCESSFUL", 30,
+                 "the job")
     [record] = workers.json_records("whoami")
     assert (record["pid"], record["ppid"], record["worker"]) == (spare, server, proc.pid)
-    assert wt.whoami.get_result(handle.id).status == "SUCCESSFUL"
     assert _server_of(proc.pid) == server  # one server for the worker's life
 
 
