@@ -92,16 +92,11 @@ class Worker(ForkMixin, ChildMixin):
                                    else heartbeat_interval)
         self.host = name or socket.gethostname()
         self.max_jobs = max_jobs
-        if isinstance(jobs_per_child, bool) or not isinstance(jobs_per_child, int) \
-                or jobs_per_child < 1:
-            raise ValueError(f"jobs_per_child must be a whole number >= 1, got {jobs_per_child!r}")
         #: Fork mode: how many jobs one forked child runs before it exits (1: a fork per job).
-        self.jobs_per_child = jobs_per_child
+        self.jobs_per_child = _whole_number("jobs_per_child", jobs_per_child)
         #: ``--no-fork``: jobs reserved per round trip (see ``broker.redis_prefetch``).
-        self.prefetch = (config.prefetch if prefetch is None else prefetch) if not fork else 1
-        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) \
-                or self.prefetch < 1:
-            raise ValueError(f"prefetch must be a whole number >= 1, got {self.prefetch!r}")
+        self.prefetch = _whole_number(
+            "prefetch", (config.prefetch if prefetch is None else prefetch) if not fork else 1)
         #: Fork mode: children come from a fork server, not from the worker itself.
         self.fork_server = config.fork_server if fork_server is None else fork_server
         self._waiting_child: ChildLink | None = None  # a child waiting for a job
@@ -386,3 +381,9 @@ class Worker(ForkMixin, ChildMixin):
         except BrokerUnavailable as exc:
             self.outage.failed(exc)
 
+
+def _whole_number(name: str, value: object) -> int:
+    """``value`` if it is an ``int`` of at least 1 (not a bool), else a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value

@@ -15,6 +15,9 @@ operator's pause in the middle of a batch.
 With real ``manage.py worker --no-fork --prefetch N`` processes and real signals: FIFO in
 burst mode, QUIT, SIGKILL then the reaper, USR2 then CONT, bad ``--prefetch`` values, and fork
 mode ignoring the option.
+
+Longer than 500 lines on purpose: one short test per step and failure of the prefetch path,
+and the real-process tests need the same helpers; splitting would only scatter them.
 """
 
 from __future__ import annotations

@@ -722,3 +722,15 @@ def test_takes_context_gets_the_first_attempt_and_its_own_result_id(jq, workers,
     assert done.returncode == 0, done.stderr[-3000:]
     result = tasks.with_context.get_result(handle.id)
     assert result.return_value == {"attempt": 1, "id": handle.id, "value": 7}
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("jobs_per_child", 0), ("jobs_per_child", True), ("jobs_per_child", 2.0),
+    ("prefetch", 0), ("prefetch", False), ("prefetch", "8"),
+])
+def test_worker_options_that_count_must_be_whole_numbers(jq, option: str, value: object):
+    from jobqueue.worker import Worker
+
+    with pytest.raises(ValueError, match=f"{option} must be a whole number >= 1, got "):
+        Worker(jq.broker, ["default"], fork=option == "jobs_per_child", **{option: value})
+
