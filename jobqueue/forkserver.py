@@ -35,6 +35,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .process import exited_children
+
 logger = logging.getLogger("jobqueue.worker")
 
 ChildMain = Callable[[int, int], None]
@@ -244,12 +246,6 @@ def _answer(sock: socket.socket, child_main: ChildMain, own: tuple[int, int]) ->
 
 
 def _report_exits(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    for pid, status in exited_children():
         with contextlib.suppress(OSError):
             sock.send(EXIT.pack(b"X", pid, status))

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from . import signals as hooks
 from .pool_config import PoolConfig, WorkerSpec, describe
 from .pool_state import Action, Exit, ExitNote, PoolState, Reload, Send, Spawn
-from .process import SignalQueue, describe_status, set_title, signal_name
+from .process import SignalQueue, describe_status, exited_children, set_title, signal_name
 
 logger = logging.getLogger("jobqueue.pool")
 
@@ -153,13 +153,7 @@ class Pool:
         poller.poll(max(seconds, 0.0) * 1000)
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in exited_children():
             if pid == self.check_pid:
                 self._reload_checked(status)
                 continue

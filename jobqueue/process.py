@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 
 try:  # optional at run time; a declared dependency
@@ -101,6 +101,18 @@ def reset_child_signals(ignore: Iterable[int], defaults: Iterable[int]) -> None:
         signal.signal(signum, signal.SIG_IGN)
     for signum in defaults:
         signal.signal(signum, signal.SIG_DFL)
+
+
+def exited_children() -> Iterator[tuple[int, int]]:
+    """``(pid, waitpid status)`` of every child that has exited, reaped without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
 
 
 def describe_status(status: int) -> tuple[int | None, int | None]:

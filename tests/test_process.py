@@ -466,3 +466,29 @@ def test_lingered_without_a_report_allows_a_minute_beyond_the_grace_period():
     watch.started = time.monotonic() - 65
     assert watch.lingered(grace_period=1)
     assert not watch.lingered(grace_period=10)
+
+
+def test_exited_children_reaps_every_exited_child_without_blocking():
+    from jobqueue.process import exited_children
+
+    assert list(exited_children()) == []  # no children at all: nothing, no error
+    codes = {}
+    for code in (0, 3, 7):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(code)
+        codes[pid] = code
+    sleeper = os.fork()
+    if sleeper == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        seen: dict[int, int] = {}
+        while len(seen) < 3 and time.monotonic() < deadline:
+            seen.update((pid, os.waitstatus_to_exitcode(s)) for pid, s in exited_children())
+            time.sleep(0.01)
+        assert seen == codes  # the sleeper is still running: not reaped, no wait for it
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
+        os.waitpid(sleeper, 0)
