@@ -9,7 +9,9 @@ each start sent in one packet with the previous job's held-back acknowledgement;
 the priority set, without counting an attempt), ``requeue``, ``unregister_worker``, the reaper
 and ``prune_worker``. Failures: replies lost with their connection (the packet is sent again and
 acts once), a lost reserve reply (the batch is rebuilt from Redis), an undecodable entry in a
-batch, a start that finds its job gone, a script flush before an asynchronous start, an
+batch, the refill each batch's last start carries (the next batch behind the running job; sent
+again after a lost reply, it finds its batch instead of taking another; it takes nothing
+behind a failed start or while paused; queue order), a start that finds its job gone, a script flush before an asynchronous start, an
 operator's pause in the middle of a batch.
 
 With real ``manage.py worker --no-fork --prefetch N`` processes and real signals: FIFO in
@@ -200,7 +202,9 @@ def test_prefetched_jobs_start_in_order_each_in_one_packet_with_the_last_ack(jq)
         with sent_packets(jq.broker.client) as packets:
             taken = _reserve(jq, 3)
         [packet] = packets
-        assert _scripts_in(jq, packet) == ["finish", "start"]
+        # The batch's last start carries its refill (the queue is empty: it takes nothing).
+        refill = ["reserve"] if expected == ids[-1] else []
+        assert _scripts_in(jq, packet) == ["finish", "start", *refill]
         assert (taken.job.id, taken.worker_ids) == (expected, (W,))
         jq.broker.flush()  # reads the replies (nothing else to send)
         assert _held(jq) == expected
@@ -214,13 +218,15 @@ def test_prefetched_jobs_start_in_order_each_in_one_packet_with_the_last_ack(jq)
     assert not jq.redis.exists(jq.key("jobqueue", "prefetch", W))
 
 
-def test_after_each_batch_the_next_reserve_reads_the_queue_and_each_job_counts_once(jq):
+def test_each_batch_is_refilled_with_its_last_start_and_each_job_counts_once(jq):
     ids = _enqueue(7)
     sent: list[list[str]] = []
     assert _drain(jq, prefetch=3, packets=sent) == ids
-    assert sent == [["reserve"], ["finish", "start"], ["finish", "start"],
-                    ["finish", "reserve"], ["finish", "start"], ["finish", "start"],
-                    ["finish", "reserve"], ["finish", "reserve"]]
+    # Each batch's last start refills it (two more, in the same packet); after the last
+    # refill found the queue empty, a plain reserve finds it empty too.
+    assert sent == [["reserve"], ["finish", "start"], ["finish", "start", "reserve"],
+                    ["finish", "start"], ["finish", "start", "reserve"],
+                    ["finish", "start"], ["finish", "start", "reserve"], ["finish", "reserve"]]
     assert (_stat(jq, "processed"), _stat(jq, "processed", W)) == (7, 7)
     assert {_result(jq, i)["status"] for i in ids} == {"SUCCESSFUL"}
     assert all(json.loads(_result(jq, i)["worker_ids"]) == [W] for i in ids)
@@ -268,6 +274,103 @@ def test_a_batch_follows_priorities_within_its_queue(jq):
     plain += _enqueue(1)
     assert _drain(jq, prefetch=4) == top + plain + low
 
+
+
+# ------------------------------------------------------------------ refilling a batch
+def _entries(jq, worker: str = W) -> list[dict[str, Any]]:
+    return [json.loads(e) for e in jq.redis.lrange(jq.key("jobqueue", "prefetch", worker), 0, -1)]
+
+
+def _run_batch(jq, first: Reservation, prefetch: int) -> Reservation:
+    """Acknowledge and start the rest of ``first``'s batch; the last one started (its packet
+    carried the refill) is returned, its replies read."""
+    taken = first
+    while jq.broker._prefetched.get(W):
+        jq.broker.finish(W, taken.job, "default", _ok(), defer=True)
+        taken = _reserve(jq, prefetch)
+    jq.broker.flush()
+    return taken
+
+
+def test_the_refill_reserves_the_next_batch_behind_the_last_started_job(jq):
+    ids = _enqueue(6)
+    first = _reserve(jq, 3)
+    first_token = json.loads(jq.redis.get(jq.key("worker", W)))["jq"]
+    last = _run_batch(jq, first, 3)
+    assert (last.job.id, _held(jq)) == (ids[2], ids[2])  # the running job is untouched
+    assert (_prefetched(jq), _queued(jq)) == (ids[3:5], ids[5:])  # prefetch - 1 more
+    tokens = [entry["jq"] for entry in _entries(jq)]
+    base = tokens[0][:-2]
+    assert tokens == [f"{base}.1", f"{base}.2"] and base != first_token
+    for job_id in ids[3:5]:  # reserved, not started: no attempt yet
+        record = jq.broker.get_result(job_id)
+        assert (record.status, record.worker_ids, record.started_at) == ("READY", [], None)
+    assert jq.broker.release(W) == 2  # a stop now puts them back at the head, in order
+    assert _queued(jq) == ids[3:]
+
+
+def test_a_refill_resent_after_its_reply_was_lost_reserves_nothing_more(jq, caplog):
+    ids = _enqueue(7)
+    first = _reserve(jq, 3)
+    jq.broker.finish(W, first.job, "default", _ok(), defer=True)
+    second = _reserve(jq, 3)
+    jq.broker.flush()
+    jq.broker.finish(W, second.job, "default", _ok(), defer=True)
+    with sent_packets(jq.broker.client) as packets:
+        third = _reserve(jq, 3)
+    [packet] = packets
+    assert _scripts_in(jq, packet) == ["finish", "start", "reserve"]
+    jq.wait_for(lambda: len(_prefetched(jq)) == 2, message="Redis to run the packet")
+    _lose_replies(jq, 3)
+    with sent_packets(jq.broker.client) as resent:
+        jq.broker.flush()  # the ack skips, the start was done, the refill finds its batch
+    assert resent[0] == packet  # then (rare: a lost reply) each job's result record is read
+    assert all(b"HGETALL" in p for p in resent[1:])
+    assert (_held(jq), _prefetched(jq), _queued(jq)) == (ids[2], ids[3:5], ids[5:])
+    assert [len(batch) for batch in jq.broker._prefetched.values()] == [2]  # rebuilt
+    assert _drain(jq, prefetch=3, first=third) == ids[2:]
+    assert _stat(jq, "processed") == 7
+    assert all(jq.broker.get_result(i).worker_ids == [W] for i in ids)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_refill_behind_a_start_that_found_its_job_gone_takes_nothing(jq, caplog):
+    ids = _enqueue(4)
+    first = _reserve(jq, 2)  # ids[1] prefetched: its start is the batch's last
+    assert _release_script(jq) == 1  # a reaper or an operator put it back
+    jq.broker.finish(W, first.job, "default", _ok(), defer=True)
+    with sent_packets(jq.broker.client) as packets:
+        _reserve(jq, 2)
+    assert _scripts_in(jq, packets[0]) == ["finish", "start", "reserve"]
+    with caplog.at_level(logging.WARNING, logger="jobqueue.worker"):
+        jq.broker.flush()
+    assert "Prefetched jobs were moved away" in caplog.text
+    assert (_queued(jq), _prefetched(jq), _held(jq)) == (ids[1:], [], None)
+    assert _drain(jq, prefetch=2) == ids[1:]
+
+
+def test_a_refill_takes_from_the_first_non_empty_queue(jq):
+    low = _enqueue(4, "low")
+    first = _reserve(jq, 2, queues=("high", "low"))
+    [high] = _enqueue(1, "high")  # arrives while the batch runs
+    jq.broker.finish(W, first.job, "low", _ok(), defer=True)
+    assert _reserve(jq, 2, queues=("high", "low")).job.id == low[1]  # with the refill
+    jq.broker.flush()
+    assert (_prefetched(jq), _queued(jq, "low")) == ([high], low[2:])
+
+
+def test_a_refill_while_all_workers_are_paused_takes_nothing(jq):
+    ids = _enqueue(4)
+    first = _reserve(jq, 2)
+    jq.redis.set(jq.key("pause-all-workers"), "true")
+    jq.broker.finish(W, first.job, "default", _ok(), defer=True)
+    second = _reserve(jq, 2)  # sent before the worker can know
+    assert second.job.id == ids[1]
+    jq.broker.flush()
+    assert (_prefetched(jq), _queued(jq)) == ([], ids[2:])
+    jq.broker.finish(W, second.job, "default", _ok(), defer=True)
+    assert jq.broker.reserve(W, ["default"], prefetch=2) is None  # paused
+    assert _queued(jq) == ids[2:]
 
 
 # ------------------------------------------------------------------ putting a batch back

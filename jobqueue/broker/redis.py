@@ -220,7 +220,7 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         if not queues:
             return None
         self._settle_async()
-        taken = self._take_prefetched(worker_id)
+        taken = self._take_prefetched(worker_id, queues, prefetch)
         if taken is not None:
             return taken
         now = self.now()

@@ -7,6 +7,10 @@ step: the first goes to ``worker:<id>`` as always, the others wait in order in t
 prefetch list (``<ns>:jobqueue:prefetch:<id>``), in flight like it. For each of them the
 worker then sends ``finish.lua`` of the job it ran and ``start.lua`` of the next in one
 packet, and runs the next job at once; it reads the replies before it sends anything else.
+The batch's last start carries a refill as well (``reserve.lua`` in refill mode: up to N-1
+jobs into the prefetch list, none into ``worker:<id>``, which holds the job just started), so
+in a steady stream the worker never waits for a reserve: the next batch is in the reply it
+reads after the job.
 
 What stays true: a reserved job is always in Redis (queue, prefetch list, in-flight record,
 done), so a worker killed at any point loses nothing: ``unregister_worker`` and the reaper
@@ -40,6 +44,8 @@ from .redis_bytes import raw_bytes, text
 from .redis_tokens import Tokens, token_marker, token_of
 
 logger = logging.getLogger("jobqueue.worker")
+#: What a refill needs when its reply is read: the worker id, its queues, the reserve token.
+Refill = tuple[str, list[str], str]
 #: Times packets are sent again after a dropped connection before Redis counts as gone.
 RESENDS = 2
 
@@ -61,11 +67,16 @@ class RedisPrefetchMixin(Broker):
         self._prefetched: dict[str, deque[tuple[Reservation | BadJob, str | None]]] = {}
         self._async = DeferredConnection(client)
         self._async_owner: int | None = None  # the thread whose packet is in flight
-        self._unread: list[tuple[tuple[str, ...], list[bytes]]] = []  # sent, replies unread
+        # Packets sent whose replies are unread: script names, commands, and the refill one
+        # carries (worker id, queues, token), if any.
+        self._unread: list[tuple[tuple[str, ...], list[bytes], Refill | None]] = []
 
     # ------------------------------------------------------------------ the batch
-    def _take_prefetched(self, worker_id: str) -> Reservation | BadJob | None:
-        """The next prefetched job, started asynchronously (with the held-back ack)."""
+    def _take_prefetched(self, worker_id: str, queues: Sequence[str] = (),
+                         prefetch: int = 1) -> Reservation | BadJob | None:
+        """The next prefetched job, started asynchronously (with the held-back ack); when it
+        is the batch's last, the same packet refills the batch (``reserve.lua`` in refill
+        mode), so the next batch is there when this job is done."""
         batch = self._prefetched.get(worker_id)
         if not batch:
             return None
@@ -87,7 +98,14 @@ class RedisPrefetchMixin(Broker):
                                payload.format_iso(started)])
         commands = [self._evalsha("finish", keys, args) for keys, args in self._deferred]
         self._deferred.clear()
-        self._send_async((*("finish",) * len(commands), "start"), [*commands, start])
+        names = (*("finish",) * len(commands), "start")
+        commands.append(start)
+        refill = None
+        if not batch and prefetch > 1 and marker and queues:  # the batch's last job
+            refill = (worker_id, list(queues), self._tokens.new())
+            names = (*names, "reserve")
+            commands.append(self._refill_command(refill, marker, prefetch - 1, now))
+        self._send_async(names, commands, refill)
         self._tokens.hold(worker_id, token, raw)
         if isinstance(item, BadJob):
             return BadJob(raw=item.raw, queue=item.queue, error=item.error, run_at=now,
@@ -95,12 +113,23 @@ class RedisPrefetchMixin(Broker):
         return Reservation(job=item.job, queue=item.queue, run_at=now, worker_id=worker_id,
                            started_at=started, worker_ids=ids)
 
+    def _refill_command(self, refill: tuple[str, list[str], str], marker: str, more: int,
+                        now: Any) -> bytes:
+        """``reserve.lua`` in refill mode: up to ``more`` jobs into the prefetch list, only
+        if ``worker:<id>`` holds the job started just before it (``marker``)."""
+        worker_id, queues, token = refill
+        keys, tail = self._reserve_keys(worker_id, queues)  # type: ignore[attr-defined]
+        return self._evalsha("reserve", keys, [
+            len(queues), payload.format_run_at(now), payload.format_iso(now), *tail, more,
+            token, raw_bytes(marker)])
+
     def _keep_prefetched(self, worker_id: str, queue: str, reply: Sequence[Any],
-                         now: Any, token: str) -> None:
-        """Remember the jobs ``reserve.lua`` prefetched (its reply after the first job) and
-        their tokens (``<token>.<k>`` for the k-th)."""
+                         now: Any, token: str, first: int = 4) -> None:
+        """Remember the jobs ``reserve.lua`` prefetched (its reply from index ``first``: after
+        the first job, or after the queue's index for a refill) and their tokens
+        (``<token>.<k>`` for the k-th)."""
         batch: deque[tuple[Reservation | BadJob, str | None]] = deque()
-        for k, at in enumerate(range(4, len(reply), 3), start=1):
+        for k, at in enumerate(range(first, len(reply), 3), start=1):
             started = payload.parse_time(text(reply[at + 1])) if reply[at + 1] else None
             ids = tuple(json.loads(text(reply[at + 2]))) if reply[at + 2] else ()
             batch.append((_entry(text(reply[at]), queue, worker_id, now,
@@ -141,7 +170,8 @@ class RedisPrefetchMixin(Broker):
         return int(self._call(lambda: self._run_packed("release", [command])[0]))  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ the packet
-    def _send_async(self, names: tuple[str, ...], commands: list[bytes]) -> None:
+    def _send_async(self, names: tuple[str, ...], commands: list[bytes],
+                    refill: Refill | None = None) -> None:
         """Send a packet and return; its replies are read by the next ``_settle_async``.
 
         ``reserve`` settles before it takes the next job, so one packet at most is unread:
@@ -150,7 +180,7 @@ class RedisPrefetchMixin(Broker):
         """
         self._settle_async()
         self._async_owner = threading.get_ident()
-        self._unread.append((names, commands))
+        self._unread.append((names, commands, refill))
         if self._async.conn is not None or not self._unread[:-1]:
             try:
                 self._async.send(b"".join(commands), len(commands))
@@ -168,7 +198,7 @@ class RedisPrefetchMixin(Broker):
         for attempt in range(RESENDS + 1):
             try:
                 if not self._async.outstanding:  # the connection was lost: send them again
-                    for _, commands in self._unread:
+                    for _, commands, _ in self._unread:
                         self._async.send(b"".join(commands), len(commands))
                 replies = self._async.collect()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -177,27 +207,45 @@ class RedisPrefetchMixin(Broker):
                     raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
                 continue
             if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-                for name in dict.fromkeys(n for names, _ in self._unread for n in names):
+                for name in dict.fromkeys(n for names, _, _ in self._unread for n in names):
                     self.client.script_load(self._scripts[name].script)  # type: ignore[attr-defined]
                 continue
             self._check_replies(replies)
             return
 
     def _check_replies(self, replies: list[Any]) -> None:
-        starts = []
+        starts, refills = [], []
         at = 0
-        for names, _ in self._unread:
+        for names, _, refill in self._unread:
+            packet = replies[at:at + len(names)]
             at += len(names)
-            starts.append(replies[at - 1])  # each packet ends with its start.lua
+            starts.append(packet[names.index("start")])
+            if refill is not None:
+                refills.append((refill, packet[-1]))
         self._unread.clear()
         for reply in replies:
             if isinstance(reply, redis.ResponseError):
                 raise reply
+        for refill, reply in refills:  # a refill acts only if its start did
+            self._refilled(refill, reply)
         if any(int(reply) == 0 for reply in starts):
             self._lost_prefetch()
         elif any(int(reply) == 3 for reply in starts):  # pause-all-workers: the rest go back
             for worker_id in [w for w, batch in self._prefetched.items() if batch]:
                 self._release(worker_id)
+
+    def _refilled(self, refill: Refill, reply: Any) -> None:
+        """Keep the batch a refill reserved ({-2, records}: a resent refill found the list
+        already filled; {-3}, false or {0}: it took nothing)."""
+        worker_id, queues, token = refill
+        if not reply or int(reply[0]) in (0, -3):
+            return
+        now = self.now()  # type: ignore[attr-defined]
+        if int(reply[0]) == -2:
+            self._recover_prefetched(worker_id, reply[1:], now)
+        else:
+            self._keep_prefetched(worker_id, queues[int(reply[0]) - 1], reply, now, token,
+                                  first=1)
 
     def _lost_prefetch(self) -> None:
         """A start found its job gone (a reaper or an operator moved the prefetch list): the

@@ -25,8 +25,17 @@
 -- ARGV[6+n]        prefetch: how many more jobs to reserve (0: none)
 -- ARGV[7+n]        reservation token, unique per call ([0-9a-f]; "": no token): the first
 --                  job's record gets it, the k-th prefetched job's "<token>.<k>"
+-- ARGV[8+n]        refill (optional; "" or absent: a plain reserve): the marker of the job
+--                  the worker started in the same packet (start.lua, just before this call).
+--                  Then every job taken waits in the prefetch list (the k-th with
+--                  "<token>.<k>", k from 1, ARGV[6+n] of them), none goes to worker:<id>, and
+--                  only if worker:<id> holds that job and the prefetch list is empty: a refill
+--                  sent again after a dropped connection reserves nothing more.
 --
 -- Returns: false when nothing is queued; {0} when paused;
+--          a refill: {-3} when worker:<id> does not hold the started job (nothing taken);
+--          {-2, records...} when the prefetch list was not empty (what it holds); else
+--          {index, then per job: payload, started_at, worker_ids_json};
 --          {index, payload, started_at, worker_ids_json, then per prefetched job: payload,
 --          started_at, worker_ids_json} for a job;
 --          {-1, payload, queue, token (nil: none), prefetch records...} when this worker
@@ -39,7 +48,22 @@ local second = first and string.find(ARGV[4], ':', first + 1, true)
 local name = second and string.sub(ARGV[4], 1, second - 1) or ARGV[4]
 local prefetch_key = KEYS[3 + 3 * n]
 local token = ARGV[7 + n]
+local refill = ARGV[8 + n] or ''
 local held = redis.call('GET', KEYS[1])
+if refill ~= '' then
+  if not held or not string.find(held, refill, 1, true) then
+    return {-3}
+  end
+  local waiting = redis.call('LRANGE', prefetch_key, 0, -1)
+  if #waiting > 0 then
+    local reply = {-2}
+    for _, entry in ipairs(waiting) do
+      reply[#reply + 1] = entry
+    end
+    return reply
+  end
+  held = false
+end
 if held then
   local at = string.find(held, '"payload":', 1, true)
   local record = cjson.decode(held)
@@ -101,6 +125,39 @@ local function result_of(job)
   return {false, false, false}
 end
 
+-- A job waits in the prefetch list: its record, and {payload, started_at, worker_ids} of it
+-- for the reply (started_at and worker_ids false without a result record).
+local function wait_in_line(i, payload, tag, reply)
+  local waiting, job = record(i, payload, tag)
+  redis.call('RPUSH', prefetch_key, waiting)
+  local state = result_of(job)
+  reply[#reply + 1] = payload
+  reply[#reply + 1] = state[1] and state[2]
+  reply[#reply + 1] = state[1] and state[3]
+end
+
+local more = tonumber(ARGV[6 + n])
+if refill ~= '' then
+  for i = 1, n do
+    local payload = pop(i)
+    if payload then
+      local reply = {i}
+      for k = 1, more do
+        wait_in_line(i, payload, token ~= '' and (token .. '.' .. k) or '', reply)
+        if k == more then
+          break
+        end
+        payload = pop(i)
+        if not payload then
+          break
+        end
+      end
+      return reply
+    end
+  end
+  return false  -- the wake tokens stay: the worker's next plain reserve clears them
+end
+
 for i = 1, n do
   local payload = pop(i)
   if payload then
@@ -122,17 +179,12 @@ for i = 1, n do
         ARGV[3], 'worker_ids', ids, 'started_at', started)
     end
     local reply = {i, payload, started, ids}
-    for k = 1, tonumber(ARGV[6 + n]) do
-      local more = pop(i)
-      if not more then
+    for k = 1, more do
+      local next_payload = pop(i)
+      if not next_payload then
         break
       end
-      local waiting, more_job = record(i, more, token ~= '' and (token .. '.' .. k) or '')
-      redis.call('RPUSH', prefetch_key, waiting)
-      local state = result_of(more_job)
-      reply[#reply + 1] = more
-      reply[#reply + 1] = state[1] and state[2]
-      reply[#reply + 1] = state[1] and state[3]
+      wait_in_line(i, next_payload, token ~= '' and (token .. '.' .. k) or '', reply)
     end
     return reply
   end
