@@ -46,20 +46,20 @@ def dumps(obj: Any) -> str:
 
 
 # --------------------------------------------------------------------------- times
-# (``isoformat`` of a zone-less copy writes the same as the ``strftime`` spelled in the
-# docstrings, at a fraction of its cost: these run several times per job.)
+# (``isoformat`` of a UTC time, its "+00:00" cut, writes the same as the ``strftime`` spelled
+# in the docstrings at a fraction of its cost: these run several times per job.)
 def format_iso(dt: datetime) -> str:
     """UTC ISO 8601 with microseconds and an explicit ``Z``: ``%Y-%m-%dT%H:%M:%S.%fZ``."""
     if dt.tzinfo is not UTC:
         dt = dt.astimezone(UTC)
-    return dt.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def format_run_at(dt: datetime) -> str:
     """Resque's ``run_at``: UTC ISO 8601 to the second with ``Z``: ``%Y-%m-%dT%H:%M:%SZ``."""
     if dt.tzinfo is not UTC:
         dt = dt.astimezone(UTC)
-    return dt.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    return dt.isoformat(timespec="seconds")[:-6] + "Z"
 
 
 def format_heartbeat(dt: datetime) -> str:

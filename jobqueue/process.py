@@ -40,6 +40,7 @@ class SignalQueue:
 
     def __init__(self) -> None:
         self.pending: deque[int] = deque()
+        self._dirty = False  # something was written to the pipe since the last drain
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
@@ -60,6 +61,7 @@ class SignalQueue:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.pending.append(signum)
+        self._dirty = True
         with contextlib.suppress(OSError):
             os.write(self._write, b"\0")
         if self._on_signal is not None:
@@ -67,11 +69,16 @@ class SignalQueue:
 
     def wake(self) -> None:
         """Make the read end readable without a signal (e.g. SIGCHLD-free waits)."""
+        self._dirty = True
         with contextlib.suppress(OSError):
             os.write(self._write, b"\0")
 
     def drain(self) -> list[int]:
-        """Return and forget the signals received so far."""
+        """Return and forget the signals received so far (the pipe is read only when something
+        was written to it: a worker drains once per job)."""
+        if not self._dirty:
+            return []
+        self._dirty = False  # before reading: a signal landing now is seen now or next time
         while True:
             try:
                 if not os.read(self._read, 4096):

@@ -242,6 +242,8 @@ def _timeout_text(task: Task) -> str:
 
 def _json_value(task: Task, value: Any) -> Any:
     """Normalise a return value to JSON, or raise naming the task (arguments' rule)."""
+    if value is None or type(value) is bool or type(value) is int:  # the common case
+        return value
     problem = unsupported_json("the return value", value)
     if problem:
         raise InvalidTaskArguments(

@@ -11,8 +11,8 @@ and ``prune_worker``. Failures: replies lost with their connection (the packet i
 acts once), a lost reserve reply (the batch is rebuilt from Redis), an undecodable entry in a
 batch, the refill each batch's last start carries (the next batch behind the running job; sent
 again after a lost reply, it finds its batch instead of taking another; it takes nothing
-behind a failed start or while paused; queue order), a start that finds its job gone, a script flush before an asynchronous start, an
-operator's pause in the middle of a batch.
+behind a failed start or while paused; queue order), a start that finds its job gone, a
+script flush before an asynchronous start, an operator's pause in the middle of a batch.
 
 With real ``manage.py worker --no-fork --prefetch N`` processes and real signals: FIFO in
 burst mode, QUIT, SIGKILL then the reaper, USR2 then CONT, bad ``--prefetch`` values, and fork

@@ -218,6 +218,17 @@ def test_wake_makes_the_pipe_readable_without_a_signal(queue: SignalQueue):
     assert not _readable(queue.fd)
 
 
+def test_drain_reads_the_pipe_only_after_something_was_written(
+        queue: SignalQueue, monkeypatch: pytest.MonkeyPatch):
+    reads: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: reads.append(fd) or real_read(fd, n))
+    assert queue.drain() == []  # a worker drains once per job: no system call for nothing
+    assert reads == []
+    queue.wake()
+    assert queue.drain() == [] and reads and not _readable(queue.fd)
+
+
 def test_a_full_pipe_never_blocks_the_writer(queue: SignalQueue):
     for _ in range(70_000):  # more bytes than a Linux pipe holds
         queue.wake()

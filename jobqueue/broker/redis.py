@@ -79,6 +79,7 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         self._scripts: dict[str, Any] = {name: _load_script(client, name)
                                          for name in SCRIPT_NAMES}
         self._queue_cache: tuple[float, tuple[str, ...], list[str]] | None = None
+        self._dynamic: dict[tuple[str, ...], bool] = {}  # is_dynamic of each pattern list
         self._lane = lane_for(client)
         self._push_keys: dict[str, list[str]] = {}
         self._result_prefix = self.keys.result("")
@@ -204,9 +205,14 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         return datetime.now(UTC) + self._clock_offset
 
     def expand_queues(self, patterns: Sequence[str]) -> list[str]:
-        if not queues.is_dynamic(patterns):
-            return list(patterns)
         key = tuple(patterns)
+        dynamic = self._dynamic.get(key)
+        if dynamic is None:
+            if len(self._dynamic) >= 64:
+                self._dynamic.clear()
+            dynamic = self._dynamic[key] = queues.is_dynamic(patterns)
+        if not dynamic:
+            return list(patterns)
         cached = self._queue_cache
         if cached and cached[1] == key and time.monotonic() - cached[0] < QUEUE_CACHE_SECONDS:
             return cached[2]

@@ -91,11 +91,12 @@ class RedisPrefetchMixin(Broker):
         fallback = "" if isinstance(item, BadJob) else raw  # an entry without a token
         marker = token_marker(token) if token else fallback
         k = self.keys
+        iso_now = payload.format_iso(now)
         start = self._evalsha("start", [k.worker(worker_id), k.prefetch(worker_id),
                                         self._result_prefix + result_id, k.pause_all],
-                              [raw_bytes(marker), payload.format_run_at(now),
-                               payload.format_iso(now), payload.dumps(list(ids)),
-                               payload.format_iso(started)])
+                              [raw_bytes(marker), payload.format_run_at(now), iso_now,
+                               payload.dumps(list(ids)),
+                               iso_now if started is now else payload.format_iso(started)])
         commands = [self._evalsha("finish", keys, args) for keys, args in self._deferred]
         self._deferred.clear()
         names = (*("finish",) * len(commands), "start")
