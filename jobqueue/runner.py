@@ -105,6 +105,11 @@ def settle_failure(broker: Broker, worker_id: str, task: Task | None, reservatio
 class JobRunner:
     """Execute reservations for one worker and acknowledge them through the broker."""
 
+    #: Django's signals and the log of each job: ``warmup`` runs ``execute`` with silent ones.
+    started_signal = task_started
+    finished_signal = task_finished
+    job_log = logger
+
     def __init__(self, broker: Broker, backend_class: type, worker_id: str,
                  retry: Retry | None = None) -> None:
         self.broker = broker
@@ -166,7 +171,7 @@ class JobRunner:
             # the parent's TERM at the job's deadline still counts as its timeout).
             if self.manage_connections:
                 close_old_connections()
-            task_started.send_robust(self.backend_class, task_result=result)
+            self.started_signal.send_robust(self.backend_class, task_result=result)
             report = self._call(task, result, reservation)
         except WorkerShutdown as exc:
             if self.deadline is not None and time.monotonic() >= self.deadline - 0.01:
@@ -176,8 +181,8 @@ class JobRunner:
         finally:
             if self.manage_connections:
                 close_old_connections()
-        logger.info("Job %s %s %s in %.1f ms", result.id, job.task_name, report.disposition,
-                    (time.perf_counter() - started) * 1000)
+        self.job_log.info("Job %s %s %s in %.1f ms", result.id, job.task_name,
+                          report.disposition, (time.perf_counter() - started) * 1000)
         return report
 
     def _call(self, task: Task, result: TaskResult, reservation: Reservation) -> Report:
@@ -198,7 +203,7 @@ class JobRunner:
         outcome = Outcome(status="SUCCESSFUL", finished_at=datetime.now(UTC), return_value=value)
         _set(result, status=TaskResultStatus.SUCCESSFUL, finished_at=outcome.finished_at,
              _return_value=value)
-        task_finished.send_robust(self.backend_class, task_result=result)
+        self.finished_signal.send_robust(self.backend_class, task_result=result)
         return Report(action="finish", outcome=outcome)
 
     def _failed(self, task: Task, result: TaskResult, reservation: Reservation,
@@ -208,7 +213,7 @@ class JobRunner:
                                 self.broker.task_defaults, result)
         if report.action == "finish":
             _set(result, status=TaskResultStatus.FAILED, finished_at=datetime.now(UTC))
-            task_finished.send_robust(self.backend_class, task_result=result)
+            self.finished_signal.send_robust(self.backend_class, task_result=result)
         return report
 
 

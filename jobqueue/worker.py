@@ -49,6 +49,7 @@ from .process import (
 )
 from .reaper import reap_dead_workers, reap_interval, settle_in_flight
 from .runner import JobRunner, preflight, timeout_of
+from .warmup import warm_job_path
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -151,6 +152,8 @@ class Worker(ForkMixin, ChildMixin):
         if not self.fork:
             self._start_beating()
         hooks.worker_started.send_robust(type(self), worker=self)
+        if self.fork:
+            warm_job_path(self.runner, self.id)  # every child inherits a warm job path
         if self.fork and self.fork_server:
             self._start_server()  # a copy of the worker as it is now forks the children
             self._waiting_child = self._request_child()

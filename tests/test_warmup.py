@@ -1,0 +1,132 @@
+"""``jobqueue.warmup``: the fork-mode worker runs the job path once before making children.
+
+Checked: it sends no signal anyone receives (Django's task signals, jobqueue's hooks), writes
+no log record, never uses the broker, opens no database connection; a fork-mode worker runs
+it before its fork server exists; and what it is for, measured in real forked children: a
+child forked after it writes fewer pages (copy-on-write faults) for a job than one forked
+before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from jobqueue import signals as hooks
+from jobqueue import warmup
+from jobqueue.compat import task_backends, task_finished, task_started
+from jobqueue.runner import JobRunner
+from tests.conftest import ROOT
+
+
+class _Untouchable:
+    """A broker stand-in that fails the test when anything is asked of it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the warm-up used the broker: {name}")
+
+
+@pytest.fixture
+def received():
+    seen: list[str] = []
+
+    def recorder(name: str) -> Any:
+        return lambda **kwargs: seen.append(name)
+
+    receivers = {signal: recorder(name)
+                 for name, signal in (("task_started", task_started),
+                                      ("task_finished", task_finished),
+                                      ("after_fork", hooks.after_fork),
+                                      ("before_fork", hooks.before_fork))}
+    for signal, receiver in receivers.items():
+        signal.connect(receiver, weak=False)
+    yield seen
+    for signal, receiver in receivers.items():
+        signal.disconnect(receiver)
+
+
+def test_the_warm_up_has_no_side_effect(received, caplog):
+    connections.close_all()
+    runner = JobRunner(_Untouchable(), type(task_backends["default"]), "host:1:default")
+    with caplog.at_level(logging.DEBUG):
+        warmup.warm_job_path(runner, "host:1:default")
+    assert received == []
+    assert caplog.records == []
+    assert all(conn.connection is None for conn in connections.all())
+
+
+def test_a_fork_mode_worker_warms_up_before_its_fork_server_exists(jq, monkeypatch):
+    from jobqueue.worker import Worker
+
+    order: list[str] = []
+    monkeypatch.setattr("jobqueue.worker.warm_job_path",
+                        lambda runner, worker_id: order.append(f"warm:{worker_id}"))
+    monkeypatch.setattr(Worker, "_start_server", lambda self: order.append("server"))
+    monkeypatch.setattr(Worker, "_request_child", lambda self: None)
+    worker = Worker(jq.broker, ["default"], fork=True, burst=True)
+    worker._startup()
+    try:
+        assert order == [f"warm:{worker.id}", "server"]
+    finally:
+        worker._teardown()
+    no_fork = Worker(jq.broker, ["default"], fork=False, burst=True)
+    order.clear()
+    no_fork._startup()
+    no_fork._teardown()
+    assert order == []  # --no-fork warms itself by running jobs
+
+
+CHILD_FAULTS = """
+import json, os, resource
+import django
+django.setup()
+from datetime import UTC, datetime
+from jobqueue import payload
+from jobqueue.compat import task_backends
+from jobqueue.job import Job, Reservation
+from jobqueue.runner import JobRunner
+from jobqueue.warmup import warm_job_path
+from tests.testapp import tasks
+
+runner = JobRunner(None, type(task_backends["default"]), "host:1:default")
+now = datetime.now(UTC)
+raw = payload.encode_job(Job(task_name=tasks.add.module_path, args=[1, 2], id="x" * 32,
+                             enqueued_at=now))
+
+def child_faults():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        job = payload.decode_job(raw, "default")
+        res = Reservation(job=job, queue="default", run_at=now, worker_id="host:1:default")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        runner.execute(tasks.add, res).to_bytes()
+        os.write(w, str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before).encode())
+        os._exit(0)
+    os.close(w)
+    faults = int(os.read(r, 64))
+    os.close(r)
+    os.waitpid(pid, 0)
+    return faults
+
+cold = [child_faults() for _ in range(3)]
+warm_job_path(runner, "host:1:default")
+print(json.dumps({"cold": cold, "warm": [child_faults() for _ in range(3)]}))
+"""
+
+
+def test_a_child_forked_after_the_warm_up_writes_fewer_pages_for_its_job():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "JOBQUEUE_TEST_PG": "0",
+           "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", CHILD_FAULTS], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    faults = json.loads(done.stdout.strip().splitlines()[-1])
+    # Deterministic for one interpreter; on 3.12 here: 355 cold, 311 warm (each page 3.4 µs).
+    assert max(faults["warm"]) < min(faults["cold"]), faults
