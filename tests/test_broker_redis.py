@@ -619,6 +619,31 @@ def test_push_many_survives_a_script_flush_with_several_calls_in_its_round_trip(
     assert len(_queue(jq)) == 2 and len(_queue(jq, "other")) == 1
 
 
+def test_push_runs_the_callers_work_while_redis_stores_the_job(jq, monkeypatch):
+    jq.broker.push(_noop_job(0), None)  # Redis knows the script (else: NOSCRIPT, sent again)
+    events: list[str] = []
+    cls = jq.broker.client.connection_pool.connection_class
+    send, read = cls.send_packed_command, cls.read_response
+
+    def spy_send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        events.append("sent")
+        return send(self, *args, **kwargs)
+
+    def spy_read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        events.append("read")
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "send_packed_command", spy_send)
+    monkeypatch.setattr(cls, "read_response", spy_read)
+    jq.broker.push(_noop_job(1), None, meanwhile=lambda: events.append("meanwhile"))
+    assert events == ["sent", "meanwhile", "read"]
+    assert len(_queue(jq)) == 2
+    events.clear()
+    result = tasks.add.enqueue(1, 2)  # the backend builds its TaskResult in that gap
+    assert events == ["sent", "read"] and result.status == "READY"
+    assert json.loads(_queue(jq)[-1])["id"] == result.id
+
+
 def test_wake_tokens_are_trimmed_when_nobody_takes_them(jq):
     wake = jq.key("jobqueue", "wake", "default")
     for i in range(200):

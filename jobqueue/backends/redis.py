@@ -130,13 +130,20 @@ class RedisBackend(BaseTaskBackend):
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         self.validate_task(task)
         args_list, kwargs_dict = check_arguments(task, args, kwargs)
-        result, job, record = self.build_job(task, args_list, kwargs_dict)
+        job, record = self._job_and_record(task, args_list, kwargs_dict, datetime.now(UTC))
+        built: list[TaskResult] = []
+
+        def build() -> None:  # while Redis stores the job
+            if not built:
+                built.append(self._ready_result(task, job))
+
         if task.run_after is not None and task.run_after > job.enqueued_at:
             self.broker.schedule(job, record, task.run_after)
         else:
-            self.broker.push(job, record)
-        task_enqueued.send_robust(type(self), task_result=result)
-        return result
+            self.broker.push(job, record, meanwhile=build)
+        build()
+        task_enqueued.send_robust(type(self), task_result=built[0])
+        return built[0]
 
     def enqueue_many(
         self, task: Task, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
@@ -180,8 +187,11 @@ class RedisBackend(BaseTaskBackend):
     ) -> tuple[TaskResult, Job, ResultRecord]:
         """The READY ``TaskResult``, queue ``Job`` and stored record for one call (enqueued
         ``now``, by default the present)."""
-        if now is None:
-            now = datetime.now(UTC)
+        job, record = self._job_and_record(task, args, kwargs, now or datetime.now(UTC))
+        return self._ready_result(task, job), job, record
+
+    def _job_and_record(self, task: Task, args: list[Any], kwargs: dict[str, Any],
+                        now: datetime) -> tuple[Job, ResultRecord]:
         result_id = new_result_id()
         name, queue, priority = task.module_path, task.queue_name, task.priority
         record = ResultRecord(
@@ -191,12 +201,15 @@ class RedisBackend(BaseTaskBackend):
         )
         job = Job(task_name=name, args=args, kwargs=kwargs, id=result_id, queue=queue,
                   enqueued_at=now, priority=priority)
-        result = TaskResult(
-            task=task, id=result_id, status=TaskResultStatus.READY, enqueued_at=now,
-            started_at=None, finished_at=None, last_attempted_at=None, args=args,
-            kwargs=kwargs, backend=self.alias, errors=[], worker_ids=[],
+        return job, record
+
+    def _ready_result(self, task: Task, job: Job) -> TaskResult:
+        assert job.id is not None
+        return TaskResult(
+            task=task, id=job.id, status=TaskResultStatus.READY, enqueued_at=job.enqueued_at,
+            started_at=None, finished_at=None, last_attempted_at=None, args=job.args,
+            kwargs=job.kwargs, backend=self.alias, errors=[], worker_ids=[],
         )
-        return result, job, record
 
     def get_result(self, result_id: str) -> TaskResult:
         try:

@@ -15,7 +15,7 @@ Every method that can meet an unreachable store raises ``jobqueue.exceptions.Bro
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -74,8 +74,15 @@ class Broker(ABC):
 
     # ---------------------------------------------------------------- producing
     @abstractmethod
-    def push(self, job: Job, result: ResultRecord | None) -> None:
-        """Append a job to its queue and store its READY result, atomically."""
+    def push(self, job: Job, result: ResultRecord | None, *,
+             meanwhile: Callable[[], object] | None = None) -> None:
+        """Append a job to its queue and store its READY result, atomically.
+
+        ``meanwhile``, if given, is work of the caller's that does not depend on the write
+        (building what it returns): a broker runs it while the write is on its way (Redis:
+        between sending the command and reading the reply), or before returning. It may
+        run more than once if the write is sent again, so it must be idempotent.
+        """
 
     def push_many(self, items: Sequence[tuple[Job, ResultRecord | None]]) -> None:
         """Push many jobs; brokers override this to batch round trips."""

@@ -106,10 +106,11 @@ class RedisProduceMixin(Broker):
         keys, args = self._push_call(job, result)
         self._scripts["push"](keys=keys, args=args, client=pipe)
 
-    def push(self, job: Job, result: payload.ResultRecord | None) -> None:
+    def push(self, job: Job, result: payload.ResultRecord | None, *,
+             meanwhile: Callable[[], object] | None = None) -> None:
         keys, args = self._push_call(job, result)
         command = self._evalsha("push", keys, args)
-        self._call(lambda: self._run_packed("push", [command]))
+        self._call(lambda: self._run_packed("push", [command], meanwhile))
 
     def push_many(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
         for start in range(0, len(items), PUSH_CHUNK):
