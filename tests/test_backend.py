@@ -622,6 +622,24 @@ def test_enqueue_many_sends_task_enqueued_for_each_job(jq):
     assert seen == [r.id for r in results]
 
 
+def test_enqueue_many_signals_each_job_once_after_redis_stored_it(jq):
+    seen: list[tuple[str, str | None]] = []
+
+    def receiver(sender, task_result, **kwargs):  # asks Redis over another connection
+        key = jq.key("jobqueue", "result", task_result.id)
+        seen.append((task_result.id, jq.redis.hget(key, "status")))
+
+    task_enqueued.connect(receiver)
+    try:  # two round trips: the first 1,000 are signalled while the rest are stored
+        results = tasks.add.get_backend().enqueue_many(tasks.add,
+                                                       [((i, i), {}) for i in range(1500)])
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert [result_id for result_id, _ in seen] == [r.id for r in results]
+    assert {status for _, status in seen} == {"READY"}
+    assert len({r.id for r in results}) == 1500 and all(len(r.id) == 32 for r in results)
+
+
 def test_enqueue_many_refuses_run_after(jq):
     delayed = tasks.add.using(run_after=timedelta(hours=1))
     with pytest.raises(InvalidTask, match="run_after"):

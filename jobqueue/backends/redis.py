@@ -68,6 +68,12 @@ def new_result_id() -> str:
     return os.urandom(16).hex()
 
 
+def new_result_ids(count: int) -> list[str]:
+    """``count`` ids like ``new_result_id``'s, from one read of the system's randomness."""
+    pool = os.urandom(16 * count).hex()
+    return [pool[at : at + 32] for at in range(0, 32 * count, 32)]
+
+
 class RedisBackend(BaseTaskBackend):
     """Enqueue Django tasks onto Resque-compatible Redis queues."""
 
@@ -151,24 +157,37 @@ class RedisBackend(BaseTaskBackend):
         """Enqueue many calls of one task: one round trip and one script call per 1,000 jobs.
 
         Every call is validated before anything is written: one bad argument list raises and
-        enqueues nothing. The jobs share one ``enqueued_at``, the time of the call.
+        enqueues nothing. The jobs share one ``enqueued_at``, the time of the call. While
+        Redis stores each 1,000, their ``TaskResult``s are built and ``task_enqueued`` is sent
+        for the ones stored before them.
         """
         self.validate_task(task)
         if task.run_after is not None and task.run_after > datetime.now(UTC):
             raise InvalidTask("enqueue_many() does not take run_after; enqueue delayed jobs "
                               "one by one")
-        checked = [(new_result_id(), *check_arguments(task, a, k)) for a, k in calls]
+        arguments = [check_arguments(task, a, k) for a, k in calls]
+        checked = [(result_id, a, k) for result_id, (a, k)
+                   in zip(new_result_ids(len(arguments)), arguments, strict=True)]
         now = datetime.now(UTC)
         _, job, record = self.build_job(task, [], {}, now)
         results: list[TaskResult] = [None] * len(checked)  # type: ignore[list-item]
+        done = {"built": 0, "signalled": 0}
+        send, sender, alias = task_enqueued.send_robust, type(self), self.alias
 
-        def build(start: int, end: int) -> None:  # while Redis stores these jobs
-            alias = self.alias
-            results[start:end] = [TaskResult(
-                task=task, id=result_id, status=TaskResultStatus.READY, enqueued_at=now,
-                started_at=None, finished_at=None, last_attempted_at=None, args=args,
-                kwargs=kwargs, backend=alias, errors=[], worker_ids=[],
-            ) for result_id, args, kwargs in checked[start:end]]
+        def signal(upto: int) -> None:  # jobs before ``upto`` are stored: Django is told
+            for at in range(done["signalled"], upto):
+                send(sender, task_result=results[at])
+            done["signalled"] = max(done["signalled"], upto)
+
+        def build(start: int, end: int) -> None:  # while Redis stores calls[start:end]
+            if start >= done["built"]:  # (may run again for the same calls: a resend)
+                results[start:end] = [TaskResult(
+                    task=task, id=result_id, status=TaskResultStatus.READY, enqueued_at=now,
+                    started_at=None, finished_at=None, last_attempted_at=None, args=args,
+                    kwargs=kwargs, backend=alias, errors=[], worker_ids=[],
+                ) for result_id, args, kwargs in checked[start:end]]
+                done["built"] = end
+            signal(start)  # what came before is stored: its signals go meanwhile too
 
         broker = self.broker
         if hasattr(broker, "push_batch"):  # RedisBroker: one template for every job
@@ -177,9 +196,7 @@ class RedisBackend(BaseTaskBackend):
             broker.push_many([(replace(job, id=i, args=a, kwargs=k),
                                replace(record, id=i, args=a, kwargs=k)) for i, a, k in checked])
             build(0, len(checked))
-        send, sender = task_enqueued.send_robust, type(self)
-        for result in results:
-            send(sender, task_result=result)
+        signal(len(checked))
         return results
 
     def build_job(
