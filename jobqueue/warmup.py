@@ -8,6 +8,11 @@ all of that again for its one job, and each page it wrote cost a copy-on-write f
 the child's per-job code a few times in the worker, on a made-up job of a stand-in task,
 before the fork server is forked: the children inherit the warm state.
 
+On Python 3.12 and 3.13 a child then takes 11-14% fewer page faults for its job (the test
+suite's case: 345 → 298 and 393 → 350). On 3.11 it measured none fewer (426 → 446: the
+warm-up's own allocations cost as many pages as it saved), so ``ENABLED`` is false there and
+the worker skips it.
+
 What it runs: payload decoding, the job pipe's encoding (assignment out, report back), and
 ``JobRunner.execute`` itself, with Django's ``task_started``/``task_finished`` replaced by
 signals nobody listens to and the per-job log line by a silent logger. What it never does:
@@ -18,6 +23,7 @@ a database connection.
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +35,8 @@ from .job import Job, Reservation
 from .report import Report
 from .runner import JobRunner
 
+#: Whether a fork-mode worker warms up (see above: not on 3.11).
+ENABLED = sys.version_info >= (3, 12)
 #: Runs of the path: enough for the interpreter to specialise what it runs (it does so after
 #: a couple of calls) and for every first-use cache to fill.
 ROUNDS = 8
@@ -88,4 +96,4 @@ class _NoBroker:
         raise AssertionError(f"warm_job_path used the broker ({name})")
 
 
-__all__ = ["ROUNDS", "warm_job_path"]
+__all__ = ["ENABLED", "ROUNDS", "warm_job_path"]

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__, registry
+from . import __version__, registry, warmup
 from . import signals as hooks
 from .broker.base import Broker, WorkerInfo
 from .childlink import ChildLink
@@ -49,7 +49,6 @@ from .process import (
 )
 from .reaper import reap_dead_workers, reap_interval, settle_in_flight
 from .runner import JobRunner, preflight, timeout_of
-from .warmup import warm_job_path
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -152,8 +151,8 @@ class Worker(ForkMixin, ChildMixin):
         if not self.fork:
             self._start_beating()
         hooks.worker_started.send_robust(type(self), worker=self)
-        if self.fork:
-            warm_job_path(self.runner, self.id)  # every child inherits a warm job path
+        if self.fork and warmup.ENABLED:
+            warmup.warm_job_path(self.runner, self.id)  # children inherit a warm job path
         if self.fork and self.fork_server:
             self._start_server()  # a copy of the worker as it is now forks the children
             self._waiting_child = self._request_child()

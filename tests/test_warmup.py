@@ -2,7 +2,7 @@
 
 Checked: it sends no signal anyone receives (Django's task signals, jobqueue's hooks), writes
 no log record, never uses the broker, opens no database connection; a fork-mode worker runs
-it before its fork server exists; and what it is for, measured in real forked children: a
+it before its fork server exists (3.12+); and what it is for, measured in real forked children: a
 child forked after it writes fewer pages (copy-on-write faults) for a job than one forked
 before it.
 """
@@ -52,8 +52,9 @@ def received():
         signal.disconnect(receiver)
 
 
-def test_the_warm_up_has_no_side_effect(received, caplog):
-    connections.close_all()
+def test_the_warm_up_has_no_side_effect(received, caplog, django_db_blocker):
+    with django_db_blocker.unblock():
+        connections.close_all()  # from here on, opening a connection would raise
     runner = JobRunner(_Untouchable(), type(task_backends["default"]), "host:1:default")
     with caplog.at_level(logging.DEBUG):
         warmup.warm_job_path(runner, "host:1:default")
@@ -66,14 +67,14 @@ def test_a_fork_mode_worker_warms_up_before_its_fork_server_exists(jq, monkeypat
     from jobqueue.worker import Worker
 
     order: list[str] = []
-    monkeypatch.setattr("jobqueue.worker.warm_job_path",
+    monkeypatch.setattr(warmup, "warm_job_path",
                         lambda runner, worker_id: order.append(f"warm:{worker_id}"))
     monkeypatch.setattr(Worker, "_start_server", lambda self: order.append("server"))
     monkeypatch.setattr(Worker, "_request_child", lambda self: None)
     worker = Worker(jq.broker, ["default"], fork=True, burst=True)
     worker._startup()
-    try:
-        assert order == [f"warm:{worker.id}", "server"]
+    try:  # (not on 3.11, where it measured no gain)
+        assert order == [f"warm:{worker.id}", "server"][0 if warmup.ENABLED else 1:]
     finally:
         worker._teardown()
     no_fork = Worker(jq.broker, ["default"], fork=False, burst=True)
@@ -122,11 +123,13 @@ print(json.dumps({"cold": cold, "warm": [child_faults() for _ in range(3)]}))
 """
 
 
+@pytest.mark.skipif(not warmup.ENABLED, reason="the warm-up is off on Python 3.11: it measured "
+                    "no fewer faults there (426 -> 446)")
 def test_a_child_forked_after_the_warm_up_writes_fewer_pages_for_its_job():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "JOBQUEUE_TEST_PG": "0",
            "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", CHILD_FAULTS], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=True)
     faults = json.loads(done.stdout.strip().splitlines()[-1])
-    # Deterministic for one interpreter; on 3.12 here: 355 cold, 311 warm (each page 3.4 µs).
+    # Deterministic for one interpreter and tree; here 345 -> 298 (3.12), 393 -> 350 (3.13).
     assert max(faults["warm"]) < min(faults["cold"]), faults
