@@ -30,6 +30,7 @@ import jobqueue
 from jobqueue.backends.redis import RedisBackend
 from jobqueue.compat import (
     InvalidTask,
+    TaskResult,
     TaskResultDoesNotExist,
     TaskResultMismatch,
     TaskResultStatus,
@@ -638,6 +639,23 @@ def test_enqueue_many_signals_each_job_once_after_redis_stored_it(jq):
     assert [result_id for result_id, _ in seen] == [r.id for r in results]
     assert {status for _, status in seen} == {"READY"}
     assert len({r.id for r in results}) == 1500 and all(len(r.id) == 32 for r in results)
+
+
+def test_enqueue_many_results_equal_ordinary_task_results_with_lists_of_their_own(jq):
+    calls = [((i, i), {}) for i in range(3)] + [((), {"a": [1, (2, 3)]})]
+    results = tasks.echo.get_backend().enqueue_many(tasks.echo, calls)
+    for result, (args, kwargs) in zip(results, calls, strict=True):
+        ordinary = TaskResult(
+            task=tasks.echo, id=result.id, status=TaskResultStatus.READY,
+            enqueued_at=result.enqueued_at, started_at=None, finished_at=None,
+            last_attempted_at=None, args=list(args), kwargs=kwargs, backend="default",
+            errors=[], worker_ids=[])
+        assert result == ordinary
+        assert result.kwargs == ordinary.kwargs  # the tuple is a list, as Django makes it
+    assert len({id(r.errors) for r in results}) == len({id(r.worker_ids) for r in results}) == 4
+    results[0].errors.append("x")
+    assert results[1].errors == []
+    assert tasks.echo.get_backend().get_result(results[3].id).kwargs == {"a": [1, [2, 3]]}
 
 
 def test_enqueue_many_refuses_run_after(jq):

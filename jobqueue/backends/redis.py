@@ -39,7 +39,7 @@ from ..job import Job
 from ..payload import ResultRecord
 from ..task import OPTION_NAMES, JobqueueTask, task_option, validate_options
 from .options import BackendOptions, broker_for, generation, parse_options
-from .results import check_arguments, to_task_result
+from .results import check_arguments, result_copies, to_task_result
 
 logger = logging.getLogger("jobqueue.backend")
 #: Tasks a backend remembers as validated (``using()`` makes new ones; then it starts over).
@@ -179,13 +179,14 @@ class RedisBackend(BaseTaskBackend):
                 send(sender, task_result=results[at])
             done["signalled"] = max(done["signalled"], upto)
 
+        copy = result_copies(TaskResult(
+            task=task, id="-", status=TaskResultStatus.READY, enqueued_at=now, started_at=None,
+            finished_at=None, last_attempted_at=None, args=[], kwargs={}, backend=alias,
+            errors=[], worker_ids=[]))
+
         def build(start: int, end: int) -> None:  # while Redis stores calls[start:end]
             if start >= done["built"]:  # (may run again for the same calls: a resend)
-                results[start:end] = [TaskResult(
-                    task=task, id=result_id, status=TaskResultStatus.READY, enqueued_at=now,
-                    started_at=None, finished_at=None, last_attempted_at=None, args=args,
-                    kwargs=kwargs, backend=alias, errors=[], worker_ids=[],
-                ) for result_id, args, kwargs in checked[start:end]]
+                results[start:end] = [copy(*call) for call in checked[start:end]]
                 done["built"] = end
             signal(start)  # what came before is stored: its signals go meanwhile too
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from .. import registry
@@ -210,3 +210,52 @@ def _checked_arguments(where: str, args: Any, kwargs: Any) -> tuple[list[Any], d
             f"Arguments of {where} do not survive a JSON round trip: {detail}"
         )
     return norm_args, norm_kwargs
+
+
+#: Fields ``result_copies`` sets per copy: the id and the (already normalised) arguments.
+_PER_COPY = ("id", "args", "kwargs")
+
+
+def result_copies(template: TaskResult) -> Callable[[str, list[Any], dict[str, Any]], TaskResult]:
+    """Make ``TaskResult``s like ``template`` but for their id and arguments, without
+    running the dataclass ``__init__`` again: what ``enqueue_many`` returns a thousand of.
+
+    The arguments must be normalised already (``check_arguments``'s output), which is all
+    ``TaskResult.__post_init__`` does to them; every list or dict field (``errors``,
+    ``worker_ids``) gets a fresh empty one. A ``TaskResult`` that is not a dataclass (a
+    version unknown here) is built the ordinary way.
+    """
+    cls = type(template)
+    if not is_dataclass(cls):  # pragma: no cover - every supported Django's is
+        return lambda result_id, args, kwargs: _replaced(template, result_id, args, kwargs)
+    shared, fresh = [], []
+    for item in fields(cls):
+        if item.name in _PER_COPY:
+            continue
+        value = getattr(template, item.name)
+        if isinstance(value, list | dict):
+            fresh.append((item.name, type(value)))
+        else:
+            shared.append((item.name, value))
+    new, put = object.__new__, object.__setattr__
+
+    def copy(result_id: str, args: list[Any], kwargs: dict[str, Any]) -> TaskResult:
+        result = new(cls)
+        for name, value in shared:
+            put(result, name, value)
+        for name, kind in fresh:
+            put(result, name, kind())
+        put(result, "id", result_id)
+        put(result, "args", args)
+        put(result, "kwargs", kwargs)
+        return result
+
+    return copy
+
+
+def _replaced(template: TaskResult, result_id: str, args: list[Any],
+              kwargs: dict[str, Any]) -> TaskResult:  # pragma: no cover - see result_copies
+    from dataclasses import replace
+
+    return replace(template, id=result_id, args=args, kwargs=kwargs, errors=[],
+                   worker_ids=[])
