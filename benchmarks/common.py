@@ -68,11 +68,11 @@ class Plan:
     rounds: int  # rounds of the throughput measurements, interleaved (median)
 
     @classmethod
-    def make(cls, jobs: int | None, quick: bool) -> Plan:
+    def make(cls, jobs: int | None, quick: bool, rounds: int | None = None) -> Plan:
         n = jobs or (400 if quick else 2000)
         return cls(jobs=n, redis_ops=10 * n, forks=n, rq_fork_jobs=max(n // 4, 50),
                    samples=100 if quick else 200, starts=1 if quick else 3,
-                   rounds=1 if quick else 3)
+                   rounds=rounds or (1 if quick else 3))
 
 
 def merge_rounds(runs: Sequence[Sequence[Row]]) -> list[Row]:

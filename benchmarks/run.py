@@ -1,7 +1,7 @@
 """Throughput, latency, CPU, Redis work and memory of jobqueue against its floors and peers
 (RQ, Celery, Dramatiq, Huey), in one run on a private Redis.
 
-    python benchmarks/run.py [--jobs N] [--quick] [--only NAME,...] [--json PATH]
+    python benchmarks/run.py [--jobs N] [--quick] [--rounds R] [--only NAME,...] [--json PATH]
     python benchmarks/run.py --scale [--scale-jobs 1000000] [--scale-fork-jobs 100000]
 
 (``benchmarks/run`` makes the virtualenv with the peers and runs this.) Prints tables and
@@ -122,6 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="jobs per worker run (default 2000, --quick 400); the floors "
                              "do 10x as many Redis operations")
     parser.add_argument("--quick", action="store_true", help="smaller run (under ~40 s)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds of the throughput benchmarks, median reported "
+                             "(default 3, --quick 1); more rounds for a noisy machine")
     parser.add_argument("--only", default="",
                         help="comma-separated sections or benchmarks (see --list)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if load > 0.5:
         print(f"[bench] warning: load average {load:.2f} before the run: other processes "
               "share the CPU and will lower and scatter the numbers", file=sys.stderr)
-    plan = Plan.make(args.jobs, args.quick)
+    plan = Plan.make(args.jobs, args.quick, args.rounds)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="jobqueue-bench-") as tmp, PrivateRedis() as server:
         pinned = pin(server, args.pin)
