@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 
 from jobqueue import signals as hooks
 from jobqueue import warmup
@@ -52,15 +53,18 @@ def received():
         signal.disconnect(receiver)
 
 
-def test_the_warm_up_has_no_side_effect(received, caplog, django_db_blocker):
-    with django_db_blocker.unblock():
-        connections.close_all()  # from here on, opening a connection would raise
+@pytest.mark.django_db
+def test_the_warm_up_has_no_side_effect(received, caplog):
+    open_before = {conn.alias: conn.connection is not None for conn in connections.all()}
     runner = JobRunner(_Untouchable(), type(task_backends["default"]), "host:1:default")
-    with caplog.at_level(logging.DEBUG):
+    with CaptureQueriesContext(connections["default"]) as queries, \
+            caplog.at_level(logging.DEBUG):
         warmup.warm_job_path(runner, "host:1:default")
     assert received == []
     assert caplog.records == []
-    assert all(conn.connection is None for conn in connections.all())
+    assert len(queries) == 0
+    assert {conn.alias: conn.connection is not None
+            for conn in connections.all()} == open_before  # none opened
 
 
 def test_a_fork_mode_worker_warms_up_before_its_fork_server_exists(jq, monkeypatch):
