@@ -11,6 +11,7 @@ Full version (the issue's numbers)::
 
     python benchmarks/chaos.py                     # 4 workers, 5,000 jobs, 50 kills, 2 restarts
     python benchmarks/chaos.py --jobs 300 --kills 8 --restarts 1   # what CI runs
+    python benchmarks/chaos.py --no-fork           # --no-fork workers: prefetch, refills
 
 Exit status 0 when no job was lost. ``tests/test_chaos.py`` runs the small version.
 """
@@ -52,6 +53,9 @@ class ChaosConfig:
     grace_period: float = 2.0
     drain_timeout: float = 300.0
     seed: int | None = None
+    #: ``--no-fork`` workers (prefetch 8 and its refills): no job children to kill, so the
+    #: child kills go to workers.
+    no_fork: bool = False
 
 
 @dataclass
@@ -186,13 +190,17 @@ class Pool:
 def _plan(config: ChaosConfig, rng: random.Random) -> list[str]:
     """The kinds of the kills in random order, in proportion to the weights (each at least
     once when there are enough kills)."""
-    total = sum(config.weights)
-    counts = [max(round(config.kills * w / total), 1 if config.kills >= len(KINDS) else 0)
-              for w in config.weights]
+    weights = config.weights
+    if config.no_fork:  # no job children: their share goes to the workers
+        weights = (0.0, weights[0] + weights[1], weights[2])
+    total = sum(weights)
+    counts = [0 if w == 0 else max(round(config.kills * w / total),
+                                   1 if config.kills >= len(KINDS) else 0)
+              for w in weights]
     while sum(counts) > config.kills:
         counts[counts.index(max(counts))] -= 1
     while sum(counts) < config.kills:
-        counts[0] += 1
+        counts[counts.index(max(counts))] += 1
     kinds = [kind for kind, count in zip(KINDS, counts, strict=True) for _ in range(count)]
     rng.shuffle(kinds)
     return kinds
@@ -266,7 +274,8 @@ def run(config: ChaosConfig, server: Any, namespace: str,
     record_key = f"{namespace}:test:chaos"
     report = ChaosReport(jobs=config.jobs)
     pool_file = workdir / "pool.json"
-    pool_file.write_text(json.dumps({"POOL": {QUEUE: config.workers},
+    workers: Any = {"count": config.workers, "fork": False} if config.no_fork else config.workers
+    pool_file.write_text(json.dumps({"POOL": {QUEUE: workers},
                                      "GRACE_PERIOD": config.grace_period}))
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings_pool",
                JOBQUEUE_TEST_POOL_FILE=str(pool_file), JOBQUEUE_TEST_REDIS_URL=server.url,
@@ -353,11 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--job-seconds", type=float, default=defaults.job_seconds)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--no-fork", action="store_true",
+                        help="--no-fork workers (prefetch and refills); kills workers and masters")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--log", default=None, help="copy the pool's log to this file")
     args = parser.parse_args(argv)
     config = ChaosConfig(jobs=args.jobs, kills=args.kills, restarts=args.restarts,
-                         workers=args.workers, job_seconds=args.job_seconds, seed=args.seed)
+                         workers=args.workers, job_seconds=args.job_seconds, seed=args.seed,
+                         no_fork=args.no_fork)
 
     sys.path.insert(0, str(ROOT))
     from jobqueue.redis_server import RedisServer
