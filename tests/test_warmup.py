@@ -63,8 +63,9 @@ def test_the_warm_up_has_no_side_effect(received, caplog):
     assert received == []
     assert caplog.records == []
     assert len(queries) == 0
-    assert {conn.alias: conn.connection is not None
-            for conn in connections.all()} == open_before  # none opened
+    opened = [conn.alias for conn in connections.all()
+              if conn.connection is not None and not open_before[conn.alias]]
+    assert opened == []  # (a stale one may be closed: close_old_connections is on the path)
 
 
 def test_a_fork_mode_worker_warms_up_before_its_fork_server_exists(jq, monkeypatch):
