@@ -169,20 +169,16 @@ class RedisBackend(BaseTaskBackend):
         checked = [(result_id, a, k) for result_id, (a, k)
                    in zip(new_result_ids(len(arguments)), arguments, strict=True)]
         now = datetime.now(UTC)
-        _, job, record = self.build_job(task, [], {}, now)
+        template, job, record = self.build_job(task, [], {}, now)
+        copy = result_copies(template)
         results: list[TaskResult] = [None] * len(checked)  # type: ignore[list-item]
         done = {"built": 0, "signalled": 0}
-        send, sender, alias = task_enqueued.send_robust, type(self), self.alias
+        send, sender = task_enqueued.send_robust, type(self)
 
         def signal(upto: int) -> None:  # jobs before ``upto`` are stored: Django is told
             for at in range(done["signalled"], upto):
                 send(sender, task_result=results[at])
             done["signalled"] = max(done["signalled"], upto)
-
-        copy = result_copies(TaskResult(
-            task=task, id="-", status=TaskResultStatus.READY, enqueued_at=now, started_at=None,
-            finished_at=None, last_attempted_at=None, args=[], kwargs={}, backend=alias,
-            errors=[], worker_ids=[]))
 
         def build(start: int, end: int) -> None:  # while Redis stores calls[start:end]
             if start >= done["built"]:  # (may run again for the same calls: a resend)

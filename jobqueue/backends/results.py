@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from typing import Any
 
 from .. import registry
@@ -222,12 +222,9 @@ def result_copies(template: TaskResult) -> Callable[[str, list[Any], dict[str, A
 
     The arguments must be normalised already (``check_arguments``'s output), which is all
     ``TaskResult.__post_init__`` does to them; every list or dict field (``errors``,
-    ``worker_ids``) gets a fresh empty one. A ``TaskResult`` that is not a dataclass (a
-    version unknown here) is built the ordinary way.
+    ``worker_ids``) gets a fresh empty one.
     """
     cls = type(template)
-    if not is_dataclass(cls):  # pragma: no cover - every supported Django's is
-        return lambda result_id, args, kwargs: _replaced(template, result_id, args, kwargs)
     shared, fresh = [], []
     for item in fields(cls):
         if item.name in _PER_COPY:
@@ -252,10 +249,3 @@ def result_copies(template: TaskResult) -> Callable[[str, list[Any], dict[str, A
 
     return copy
 
-
-def _replaced(template: TaskResult, result_id: str, args: list[Any],
-              kwargs: dict[str, Any]) -> TaskResult:  # pragma: no cover - see result_copies
-    from dataclasses import replace
-
-    return replace(template, id=result_id, args=args, kwargs=kwargs, errors=[],
-                   worker_ids=[])

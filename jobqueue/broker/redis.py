@@ -180,6 +180,17 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
             found = self._reserve_cache[cache_key] = (keys, tail)
         return found
 
+    def _reserve_call(self, worker_id: str, queues: Sequence[str], now: datetime, more: int,
+                      token: str, refill: str = "") -> tuple[list[Any], list[Any]]:
+        """reserve.lua's KEYS and ARGV: ``more`` jobs to prefetch; ``refill``, the marker of
+        the job started just before, for refill mode (see reserve.lua)."""
+        keys, tail = self._reserve_keys(worker_id, queues)
+        args = [len(queues), payload.format_run_at(now), payload.format_iso(now), *tail, more,
+                token]
+        if refill:
+            args.append(raw_bytes(refill))
+        return keys, args
+
     def _finish_keys(self, worker_id: str, result_id: str, minute: int) -> list[Any]:
         """finish.lua's KEYS (the worker's own are cached, and the minute's)."""
         fixed = self._finish_cache.get(worker_id)
@@ -230,10 +241,8 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         if taken is not None:
             return taken
         now = self.now()
-        keys, tail = self._reserve_keys(worker_id, queues)
         token = self._tokens.new()
-        args = [len(queues), payload.format_run_at(now), payload.format_iso(now), *tail,
-                max(prefetch - 1, 0), token]
+        keys, args = self._reserve_call(worker_id, queues, now, max(prefetch - 1, 0), token)
         reply = self._call(lambda: self._reserve_with_acks(keys, args), flush=False)
         if not reply or reply[0] == 0:
             return None

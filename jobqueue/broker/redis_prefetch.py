@@ -114,15 +114,13 @@ class RedisPrefetchMixin(Broker):
         return Reservation(job=item.job, queue=item.queue, run_at=now, worker_id=worker_id,
                            started_at=started, worker_ids=ids)
 
-    def _refill_command(self, refill: tuple[str, list[str], str], marker: str, more: int,
-                        now: Any) -> bytes:
+    def _refill_command(self, refill: Refill, marker: str, more: int, now: Any) -> bytes:
         """``reserve.lua`` in refill mode: up to ``more`` jobs into the prefetch list, only
         if ``worker:<id>`` holds the job started just before it (``marker``)."""
         worker_id, queues, token = refill
-        keys, tail = self._reserve_keys(worker_id, queues)  # type: ignore[attr-defined]
-        return self._evalsha("reserve", keys, [
-            len(queues), payload.format_run_at(now), payload.format_iso(now), *tail, more,
-            token, raw_bytes(marker)])
+        keys, args = self._reserve_call(  # type: ignore[attr-defined]
+            worker_id, queues, now, more, token, refill=marker)
+        return self._evalsha("reserve", keys, args)
 
     def _keep_prefetched(self, worker_id: str, queue: str, reply: Sequence[Any],
                          now: Any, token: str, first: int = 4) -> None:

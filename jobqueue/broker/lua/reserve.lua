@@ -125,10 +125,11 @@ local function result_of(job)
   return {false, false, false}
 end
 
--- A job waits in the prefetch list: its record, and {payload, started_at, worker_ids} of it
--- for the reply (started_at and worker_ids false without a result record).
-local function wait_in_line(i, payload, tag, reply)
-  local waiting, job = record(i, payload, tag)
+-- The k-th job of this call waits in the prefetch list (token "<token>.<k>"): its record, and
+-- {payload, started_at, worker_ids} of it for the reply (started_at and worker_ids false
+-- without a result record).
+local function wait_in_line(i, payload, k, reply)
+  local waiting, job = record(i, payload, token ~= '' and (token .. '.' .. k) or '')
   redis.call('RPUSH', prefetch_key, waiting)
   local state = result_of(job)
   reply[#reply + 1] = payload
@@ -141,16 +142,11 @@ if refill ~= '' then
   for i = 1, n do
     local payload = pop(i)
     if payload then
-      local reply = {i}
-      for k = 1, more do
-        wait_in_line(i, payload, token ~= '' and (token .. '.' .. k) or '', reply)
-        if k == more then
-          break
-        end
-        payload = pop(i)
-        if not payload then
-          break
-        end
+      local reply, k = {i}, 1
+      while payload do
+        wait_in_line(i, payload, k, reply)
+        k = k + 1
+        payload = k <= more and pop(i)
       end
       return reply
     end
@@ -184,7 +180,7 @@ for i = 1, n do
       if not next_payload then
         break
       end
-      wait_in_line(i, next_payload, token ~= '' and (token .. '.' .. k) or '', reply)
+      wait_in_line(i, next_payload, k, reply)
     end
     return reply
   end
