@@ -373,6 +373,26 @@ def test_a_refill_while_all_workers_are_paused_takes_nothing(jq):
     assert _queued(jq) == ids[2:]
 
 
+def test_an_undecodable_entry_taken_by_a_refill_is_a_bad_job_in_its_turn(jq):
+    ids = _enqueue(2)
+    jq.redis.rpush(jq.key("queue", "default"), "not json")
+    [after] = _enqueue(1)
+    first = _reserve(jq, 2)  # ids[1] prefetched: its start carries the refill
+    jq.broker.finish(W, first.job, "default", _ok(), defer=True)
+    second = _reserve(jq, 2)
+    jq.broker.flush()  # the refill took the undecodable entry, verbatim
+    assert second.job.id == ids[1]
+    jq.broker.finish(W, second.job, "default", _ok(), defer=True)
+    bad = jq.broker.reserve(W, ["default"], prefetch=2)
+    assert isinstance(bad, BadJob) and bad.raw == "not json" and "not valid JSON" in bad.error
+    jq.broker.flush()
+    jq.broker.finish(W, bad, "default", _failed())  # what the worker does with it
+    assert _drain(jq, prefetch=2) == [after]
+    [record] = jq.redis.lrange(jq.key("failed"), 0, -1)
+    assert json.loads(record)["payload"] == "not json"
+    assert (_stat(jq, "processed"), _stat(jq, "failed")) == (4, 1)
+
+
 # ------------------------------------------------------------------ putting a batch back
 def test_release_puts_the_prefetched_jobs_back_at_the_head_without_counting_an_attempt(jq):
     ids = _enqueue(5)
