@@ -92,20 +92,28 @@ def apply_report(broker: Broker, worker_id: str, reservation: Reservation, repor
     """Record a report in the broker; ``False`` if the job had already been settled.
 
     ``defer`` lets a finished job's acknowledgement ride along with the worker's next
-    command (see ``Broker.finish``).
+    command (see ``Broker.finish``). Like ``only_if_in_flight`` it makes a finish or a retry
+    act only while the worker's in-flight record still holds this very reservation.
     """
     job, queue = reservation.job, reservation.queue
     if report.action == "finish" and report.outcome is not None:
         return broker.finish(worker_id, job, queue, report.outcome,
                              only_if_in_flight=only_if_in_flight, defer=defer)
     if report.action == "retry" and report.error is not None and report.run_at is not None:
+        # Conditional whenever finish is (``defer``: the worker's own report): if a reaper
+        # settled this reservation meanwhile, it already scheduled the next attempt, and a
+        # second one would run the job again and overwrite its result.
         done = broker.retry_later(worker_id, job, queue, report.error, report.run_at,
-                                  only_if_in_flight=only_if_in_flight)
+                                  only_if_in_flight=only_if_in_flight or defer)
         if done:
             logger.warning("Job %s (%s) attempt %d failed (%s); retry at %s", job.id,
                            job.task_name, reservation.attempts,
                            report.error.exception_class_path.rpartition(".")[2],
                            report.run_at.isoformat())
+        else:
+            logger.warning("Job %s (%s) attempt %d was settled elsewhere (its worker was "
+                           "reaped?); no second retry", job.id, job.task_name,
+                           reservation.attempts)
         return done
     if report.action == "requeue":
         done = broker.requeue(worker_id, job, queue, report.error)

@@ -310,3 +310,28 @@ def test_applying_a_retry_schedules_a_delayed_item(jq: Any):
     assert again.attempts == 2
     assert jq.redis.llen(jq.key("queue", "q")) == 0
     assert jq.redis.get(jq.key("worker", worker_id)) is None
+
+
+def test_a_workers_retry_after_a_reaper_settled_the_job_is_not_scheduled_twice(jq: Any):
+    """The worker looked dead (no heartbeat) and a reaper scheduled the next attempt; when
+    the live worker's own retry report arrives later it must neither schedule a second copy
+    nor touch the result again."""
+    worker_id, reservation = _reserve(jq)
+    reaper_run_at = datetime(2030, 1, 1, tzinfo=UTC)
+    assert jq.broker.retry_later(worker_id, reservation.job, "q", ERROR, reaper_run_at,
+                                 only_if_in_flight=True)
+    late = Report(action="retry", error=ERROR, run_at=datetime(2030, 1, 2, tzinfo=UTC))
+    assert not apply_report(jq.broker, worker_id, reservation, late, defer=True)
+    assert jq.redis.zrange(jq.key("delayed_queue_schedule"), 0, -1) == [
+        str(int(reaper_run_at.timestamp()))]
+    assert jq.redis.llen(jq.key("delayed", str(int(reaper_run_at.timestamp())))) == 1
+    assert jq.redis.get(jq.key("stat", "processed")) == "1"
+
+
+def test_a_workers_own_retry_is_scheduled_while_it_holds_the_job(jq: Any):
+    worker_id, reservation = _reserve(jq)
+    run_at = datetime(2030, 1, 1, tzinfo=UTC)
+    report = Report(action="retry", error=ERROR, run_at=run_at)
+    assert apply_report(jq.broker, worker_id, reservation, report, defer=True)
+    assert jq.redis.llen(jq.key("delayed", str(int(run_at.timestamp())))) == 1
+    assert jq.redis.get(jq.key("worker", worker_id)) is None
