@@ -73,6 +73,10 @@ class ChaosReport:
     restarts: int = 0
     seconds: float = 0.0
     left_over: dict[str, int] = field(default_factory=dict)
+    #: Seconds the settle waited (None: it timed out with work still queued or in flight).
+    settled_after: float | None = None
+    #: What was left over, item by item (delayed items with their due time and result).
+    left_over_detail: str = ""
     log: str = ""
 
     @property
@@ -94,6 +98,8 @@ class ChaosReport:
             ("kills that found no target", self.kills.get("none", 0)),
             ("Redis restarts (AOF)", self.restarts),
             ("wall time (s)", f"{self.seconds:.1f}"),
+            ("settled after (s)", "timed out" if self.settled_after is None
+             else f"{self.settled_after:.1f}"),
             ("jobs per second", f"{self.jobs / self.seconds:.1f}" if self.seconds else "-"),
             *((f"left in {name}", count) for name, count in self.left_over.items()),
         ]
@@ -296,7 +302,7 @@ def run(config: ChaosConfig, server: Any, namespace: str,
         report.seconds = time.monotonic() - started
         # Let retries and reaping settle before the final count (duplicates may still land):
         # a worker that died just before the drain ended is reaped well within 60 s.
-        _settle(client, namespace, timeout=60)
+        report.settled_after = settle(client, namespace, timeout=60)
     finally:
         pool.stop(timeout=config.grace_period + 20)
         report.log = (workdir / "pool.log").read_text(errors="replace")[-20000:]
@@ -308,6 +314,8 @@ def run(config: ChaosConfig, server: Any, namespace: str,
     report.duplicated_ids = sum(1 for c in counts.values() if c > 1)
     report.failed_records = client.llen(f"{namespace}:failed")
     report.left_over = {k: v for k, v in _leftovers(client, namespace).items() if v}
+    if report.left_over:
+        report.left_over_detail = _leftover_detail(client, namespace)
     client.close()
     return report
 
@@ -329,17 +337,49 @@ def _violence(config: ChaosConfig, pool: Pool, server: Any, rng: random.Random,
         time.sleep(rng.uniform(*config.kill_interval))
 
 
-def _settle(client: Any, namespace: str, timeout: float) -> None:
-    """Wait until nothing is queued, delayed or in flight (or ``timeout``)."""
-    deadline = time.monotonic() + timeout
+def settle(client: Any, namespace: str, timeout: float) -> float | None:
+    """Wait until nothing is queued, delayed, prefetched or in flight; the seconds waited, or
+    ``None`` when ``timeout`` passed first.
+
+    The counts are read in one MULTI/EXEC: read one by one, a job moving between them (a
+    reaper turning a dead worker's in-flight job into a delayed retry between the delayed
+    count and the in-flight scan) would be missed by both and the run called settled.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
     while time.monotonic() < deadline:
-        left = {"queue": client.llen(f"{namespace}:queue:{QUEUE}"),
-                "delayed": client.zcard(f"{namespace}:delayed_queue_schedule"),
-                "in flight": sum(1 for k in client.scan_iter(match=f"{namespace}:worker:*")
-                                 if not k.endswith(b":started"))}
-        if not any(left.values()):
-            return
+        if not any(in_motion(client, namespace).values()):
+            return time.monotonic() - start
         time.sleep(0.2)
+    return None
+
+
+def in_motion(client: Any, namespace: str) -> dict[str, int]:
+    """Jobs queued, delayed, prefetched and in flight, counted atomically."""
+    pipe = client.pipeline(transaction=True)
+    pipe.llen(f"{namespace}:queue:{QUEUE}")
+    pipe.zcard(f"{namespace}:delayed_queue_schedule")
+    pipe.keys(f"{namespace}:jobqueue:prefetch:*")
+    pipe.keys(f"{namespace}:worker:*")
+    queued, delayed, prefetched, workers = pipe.execute()
+    return {"queue": queued, "delayed": delayed, "prefetched": len(prefetched),
+            "in flight": sum(1 for k in workers if not k.endswith(b":started"))}
+
+
+def _leftover_detail(client: Any, namespace: str) -> str:
+    """Every delayed item (due time against Redis's clock, its result's fields) and every
+    result not SUCCESSFUL, for the failure message."""
+    now = float(client.time()[0])
+    lines = []
+    for ts, _ in client.zrange(f"{namespace}:delayed_queue_schedule", 0, -1, withscores=True):
+        for item in client.lrange(f"{namespace}:delayed:{ts.decode()}", 0, -1):
+            lines.append(f"delayed:{ts.decode()} (due {int(ts) - now:+.0f}s): {item[:300]!r}")
+    for key in client.scan_iter(match=f"{namespace}:jobqueue:result:*", count=1000):
+        fields = client.hgetall(key)
+        if fields.get(b"status") != b"SUCCESSFUL":
+            shown = {k.decode(): v[:200] for k, v in fields.items()}
+            lines.append(f"{key.decode()}: {shown!r}")
+    return "\n".join(lines)
 
 
 def enqueue_chaos_jobs(count: int, seconds: float) -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from benchmarks.chaos import ChaosConfig, enqueue_chaos_jobs, run
+from benchmarks.chaos import ChaosConfig, enqueue_chaos_jobs, in_motion, run, settle
 from jobqueue.connection import reset_clients
 from jobqueue.redis_server import RedisServer, find_redis_server
 
@@ -53,5 +54,29 @@ def test_no_job_is_lost_under_kill_9_and_a_redis_restart(settings: Any, tmp_path
     assert set(report.kills) == ({"worker", "master"} if no_fork else {"child", "worker", "master"})
     assert report.restarts == 1
     assert report.failed_records == 0, report.log[-4000:]
-    assert report.left_over.get("queue", 0) == 0 and report.left_over.get("delayed buckets", 0) == 0
-    assert report.left_over.get("results not SUCCESSFUL", 0) == 0, report.left_over
+    left = f"{report.left_over}\n{report.left_over_detail}\n{report.log[-4000:]}"
+    assert report.left_over.get("queue", 0) == 0, left
+    assert report.left_over.get("delayed buckets", 0) == 0, left
+    assert report.left_over.get("results not SUCCESSFUL", 0) == 0, left
+
+
+def test_settling_counts_every_place_a_job_can_be_in_one_transaction(jq: Any) -> None:
+    """The settle waits for queued, delayed, prefetched and in-flight jobs (a worker's
+    ``:started`` stamp is not a job), read atomically so a job moving between two of them is
+    never missed."""
+    client = redis.Redis.from_url(jq.url)
+    try:
+        assert not any(in_motion(client, jq.namespace).values())
+        client.rpush(jq.key("queue", "default"), "{}")
+        client.zadd(jq.key("delayed_queue_schedule"), {"1": 1})
+        client.rpush(jq.key("jobqueue", "prefetch", "w1"), "{}")
+        client.set(jq.key("worker", "w1"), "{}")
+        client.set(jq.key("worker", "w2", "started"), "now")
+        assert in_motion(client, jq.namespace) == {
+            "queue": 1, "delayed": 1, "prefetched": 1, "in flight": 1}
+        assert settle(client, jq.namespace, timeout=0.3) is None
+        client.delete(jq.key("queue", "default"), jq.key("delayed_queue_schedule"),
+                      jq.key("jobqueue", "prefetch", "w1"), jq.key("worker", "w1"))
+        assert settle(client, jq.namespace, timeout=5) is not None
+    finally:
+        client.close()
