@@ -361,7 +361,8 @@ class Worker(ForkMixin, ChildMixin):
         queues = self.broker.expand_queues(self.patterns)
         set_title(resque_title(f"Waiting for {','.join(queues)}"))
         fd = self.signals.fd if self.signals else None
-        self.broker.wait_for_job(queues, max(timeout, 0.01), fd)
+        self.broker.wait_for_job(queues, max(timeout, 0.01), fd, worker_id=self.id,
+                                 prefetch=self.prefetch)
 
     def _sleep(self, seconds: float) -> None:
         if self.signals is None:

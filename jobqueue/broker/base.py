@@ -118,9 +118,15 @@ class Broker(ABC):
         """True while an operator has paused every worker."""
 
     @abstractmethod
-    def wait_for_job(self, queues: Sequence[str], timeout: float, interrupt_fd: int | None) -> None:
+    def wait_for_job(self, queues: Sequence[str], timeout: float, interrupt_fd: int | None,
+                     *, worker_id: str | None = None, prefetch: int = 1) -> None:
         """Block until a job may be ready on ``queues``, ``timeout`` passes or ``interrupt_fd``
-        becomes readable. Jobs pushed by other clients are only seen when the timeout ends."""
+        becomes readable. Jobs pushed by other clients are only seen when the timeout ends.
+
+        With ``worker_id`` a broker may reserve the job that ends the wait for that worker
+        (as ``reserve(worker_id, queues, prefetch=prefetch)`` would) and hand it out at the
+        worker's next ``reserve``; ``release`` puts it back if the worker stops first.
+        Brokers that cannot simply ignore both arguments."""
 
     @abstractmethod
     def finish(

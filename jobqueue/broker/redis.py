@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from .redis_prefetch import RedisPrefetchMixin
 from .redis_produce import RedisProduceMixin
 from .redis_schedule import RedisScheduleMixin
 from .redis_tokens import Tokens
+from .redis_wait import RedisWaitMixin
 
 T = TypeVar("T")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -55,7 +55,8 @@ def error_json(error: ErrorInfo) -> str:
     )
 
 
-class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, RedisInspectMixin):
+class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisWaitMixin, RedisScheduleMixin,
+                  RedisInspectMixin):
     """Broker on one Redis database and namespace."""
 
     def __init__(
@@ -92,6 +93,7 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         self._deferred_owner: int | None = None
         self._tokens = Tokens()  # reservation tokens (see redis_tokens)
         self._init_prefetch(client)
+        self._init_wait()
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, fn: Callable[[], T], *, flush: bool = True) -> T:
@@ -180,13 +182,15 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
             found = self._reserve_cache[cache_key] = (keys, tail)
         return found
 
-    def _reserve_call(self, worker_id: str, queues: Sequence[str], now: datetime, more: int,
+    def _reserve_call(self, worker_id: str, queues: Sequence[str], now: datetime | None, more: int,
                       token: str, refill: str = "") -> tuple[list[Any], list[Any]]:
         """reserve.lua's KEYS and ARGV: ``more`` jobs to prefetch; ``refill``, the marker of
         the job started just before, for refill mode (see reserve.lua)."""
         keys, tail = self._reserve_keys(worker_id, queues)
-        args = [len(queues), payload.format_run_at(now), payload.format_iso(now), *tail, more,
-                token]
+        # No ``now``: reserve.lua takes Redis's clock when it runs (a reserve queued behind a
+        # blocking wait runs when the wait ends).
+        times = ("", "") if now is None else (payload.format_run_at(now), payload.format_iso(now))
+        args = [len(queues), *times, *tail, more, token]
         if refill:
             args.append(raw_bytes(refill))
         return keys, args
@@ -237,6 +241,9 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         if not queues:
             return None
         self._settle_async()
+        waited = self._take_waited(worker_id)
+        if waited is not None:
+            return waited
         taken = self._take_prefetched(worker_id, queues, prefetch)
         if taken is not None:
             return taken
@@ -244,6 +251,12 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
         token = self._tokens.new()
         keys, args = self._reserve_call(worker_id, queues, now, max(prefetch - 1, 0), token)
         reply = self._call(lambda: self._reserve_with_acks(keys, args), flush=False)
+        self._lost_waits.discard(worker_id)  # a reserve it made unread comes back as held
+        return self._reserved(worker_id, queues, reply, now, token)
+
+    def _reserved(self, worker_id: str, queues: Sequence[str], reply: Any, now: datetime,
+                  token: str) -> Reservation | BadJob | None:
+        """The reservation in reserve.lua's ``reply`` (``None``: nothing, or paused)."""
         if not reply or reply[0] == 0:
             return None
         if int(reply[0]) == -1:  # a job this worker already holds
@@ -284,33 +297,6 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
 
     def is_paused(self) -> bool:
         return self._call(lambda: self.client.get(self.keys.pause_all)) == b"true"
-
-    def wait_for_job(self, queues: Sequence[str], timeout: float, interrupt_fd: int | None) -> None:
-        if not queues:
-            _sleep_or_interrupt(timeout, interrupt_fd)
-            return
-        keys = [self.keys.wake(q) for q in queues]
-        pool = self.client.connection_pool
-        conn = self._call(pool.get_connection)
-        try:
-            conn.send_command("BLPOP", *keys, f"{max(timeout, 0.01):.3f}")
-            sock = getattr(conn, "_sock", None)
-            if interrupt_fd is None or sock is None:
-                conn.read_response()
-                return
-            poller = select.poll()
-            poller.register(sock.fileno(), select.POLLIN)
-            poller.register(interrupt_fd, select.POLLIN)
-            ready = {fd for fd, _ in poller.poll((timeout + 2.0) * 1000)}
-            if sock.fileno() in ready:
-                conn.read_response()
-            else:  # interrupted (or Redis silent): abandon the pending BLPOP
-                conn.disconnect()
-        except (OSError, *_REDIS_ERRORS) as exc:
-            conn.disconnect()
-            raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
-        finally:
-            pool.release(conn)
 
     def finish(
         self,
@@ -409,7 +395,9 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisScheduleMixin, Red
                    flush=False)
 
     def unregister_worker(self, worker_id: str) -> None:
-        # Prefetched jobs go back first: a crash between the two steps loses nothing.
+        # Reserved and prefetched jobs go back first: a crash between the two steps loses
+        # nothing.
+        self._put_back_waited(worker_id)
         self._release(worker_id)
         self._tokens.forget(worker_id)
 
@@ -439,12 +427,3 @@ def _auth_refused(exc: Exception) -> bool:
 
 def _new_id() -> str:
     return os.urandom(12).hex()
-
-
-def _sleep_or_interrupt(timeout: float, interrupt_fd: int | None) -> None:
-    if interrupt_fd is None:
-        time.sleep(timeout)
-        return
-    poller = select.poll()
-    poller.register(interrupt_fd, select.POLLIN)
-    poller.poll(timeout * 1000)

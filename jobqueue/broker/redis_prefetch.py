@@ -155,10 +155,12 @@ class RedisPrefetchMixin(Broker):
         return (record.started_at, tuple(record.worker_ids)) if record else (None, ())
 
     def release(self, worker_id: str) -> int:
-        """Put the jobs prefetched and not started back at the head of their queues."""
+        """Put back at the head of their queues the job a wait reserved and the jobs
+        prefetched, none of them started."""
+        count = self._put_back_waited(worker_id)  # type: ignore[attr-defined]
         if not self._prefetched.get(worker_id):
-            return 0
-        return self._release(worker_id)
+            return count
+        return count + self._release(worker_id)
 
     def _release(self, worker_id: str) -> int:
         """``release.lua`` for ``worker_id``'s prefetch list, whatever this process knows of

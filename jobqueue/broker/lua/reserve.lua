@@ -17,8 +17,10 @@
 --                  push.lua): positive ones run before the list, negative after
 -- KEYS[3+3n]       <ns>:jobqueue:prefetch:<id> reserved jobs waiting to start (same records)
 -- ARGV[1]          n, the number of queues
--- ARGV[2]          run_at, "YYYY-MM-DDTHH:MM:SSZ"
--- ARGV[3]          now, ISO 8601 with microseconds (result times)
+-- ARGV[2]          run_at, "YYYY-MM-DDTHH:MM:SSZ" ("": Redis's clock, with ARGV[3])
+-- ARGV[3]          now, ISO 8601 with microseconds (result times); with ARGV[2] "" both
+--                  are taken from TIME when the script runs (a reserve queued behind a
+--                  blocking wait runs when the wait ends, not when it was sent)
 -- ARGV[4]          worker id
 -- ARGV[5]          result key prefix, "<ns>:jobqueue:result:"
 -- ARGV[6..5+n]     each queue name JSON-encoded, parallel to the queue keys
@@ -42,6 +44,27 @@
 --          already holds a job (a reply that was lost to a dropped connection): that job is
 --          delivered again, never overwritten, with the jobs it had prefetched.
 local n = tonumber(ARGV[1])
+if ARGV[2] == '' then
+  -- UTC civil date of the server's clock (days-from-civil inverted, H. Hinnant's algorithm).
+  local t = redis.call('TIME')
+  local secs, micros = tonumber(t[1]), tonumber(t[2])
+  local days = math.floor(secs / 86400)
+  local rem = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  local stamp = string.format('%04d-%02d-%02dT%02d:%02d:%02d', year, month, day,
+    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60)
+  ARGV[2] = stamp .. 'Z'
+  ARGV[3] = stamp .. string.format('.%06dZ', micros)
+end
 -- node-resque's worker name: the id "host:pid:queues" up to its second colon.
 local first = string.find(ARGV[4], ':', 1, true)
 local second = first and string.find(ARGV[4], ':', first + 1, true)
