@@ -15,7 +15,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import registry
+from . import registry, warmup
 from . import signals as hooks
 from .childlink import decode_assignment, read_frame, write_frame
 from .exceptions import WorkerShutdown
@@ -44,7 +44,7 @@ class ChildMixin:
         try:
             self._child_signals(armed=reservation is not None)
             if reservation is None:
-                first = self._next_assignment(inbox_fd)
+                first = self._next_assignment(inbox_fd, warm=True)
                 if first is None:  # let go before any job
                     code = EXIT_REPORTED
                     return
@@ -72,11 +72,17 @@ class ChildMixin:
                 logging.shutdown()
                 os._exit(code)
 
-    def _next_assignment(self: Worker, inbox_fd: int | None) -> tuple[Any, Reservation] | None:
-        """Wait for the next job on the job pipe; ``None`` when the worker let us go."""
+    def _next_assignment(self: Worker, inbox_fd: int | None, *,
+                         warm: bool = False) -> tuple[Any, Reservation] | None:
+        """Wait for the next job on the job pipe; ``None`` when the worker let us go.
+
+        ``warm``: a child forked ahead of its first job that waits longer than
+        ``warmup.IDLE_SECONDS`` touches its job path's pages meanwhile (``warmup``)."""
         if inbox_fd is None:
             return None
         set_title(resque_title(f"Child of {os.getppid()}: waiting for a job"))
+        if warm and warmup.ENABLED:
+            warmup.warm_while_idle(self.runner, self.id, inbox_fd)
         message = read_frame(inbox_fd)
         if message is None:
             return None
