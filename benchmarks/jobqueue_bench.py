@@ -208,8 +208,10 @@ def jq_start(server: PrivateRedis, env: dict[str, str], plan: Plan, tmp: Path) -
                              ("nofork", "jq.start_nofork", "manage.py worker --no-fork")):
         command = [sys.executable, str(MANAGE), "worker", "--queues", "default"]
         command += ["--no-fork"] if mode == "nofork" else []
+        # Also a few samples 1.5 s apart: the 5 ms gap leaves a fork-mode worker still forking
+        # its next child on a pinned core; after 1.5 s it is truly idle.
         out = start_and_latency(server, env, plan, command, _enqueue_stamp,
-                                tmp / f"jq-{mode}.log")
+                                tmp / f"jq-{mode}.log", long_idle=max(3, plan.samples // 20))
         rows.append(start_row(SECTION, key, label, out))
     return rows
 

@@ -147,7 +147,7 @@ GROUPS: dict[str, tuple[str, tuple[Column, ...]]] = {
 
 def _long_idle(row: Row) -> str:
     value = row.metrics.get("p50_long_idle_ms")
-    return "" if value is None else f"p50 {value:,.0f} after 1.5 s idle"
+    return "" if value is None else f"p50 {value:,.2f} after 1.5 s idle"
 
 
 def _render(title: str, columns: Sequence[Column], blocks: list[tuple[str, list[Row]]]) -> str:
