@@ -249,11 +249,12 @@ def _leftovers(client: Any, namespace: str) -> dict[str, int]:
     def count(pattern: str) -> int:
         return sum(1 for _ in client.scan_iter(match=f"{namespace}:{pattern}", count=1000))
 
+    moving = in_motion(client, namespace)
     return {
-        "queue": client.llen(f"{namespace}:queue:{QUEUE}"),
-        "delayed buckets": client.zcard(f"{namespace}:delayed_queue_schedule"),
-        "in-flight records": sum(1 for k in client.scan_iter(match=f"{namespace}:worker:*")
-                                 if not k.endswith(b":started")),
+        "queue": moving["queue"],
+        "delayed buckets": moving["delayed"],
+        "prefetched records": moving["prefetched"],
+        "in-flight records": moving["in flight"],
         "registered workers": client.scard(f"{namespace}:workers"),
         "timestamps keys": count("timestamps:*"),
         "results not SUCCESSFUL": _unsuccessful(client, namespace),

@@ -29,7 +29,7 @@ from jobqueue.broker.redis import RedisBroker
 from jobqueue.connection import get_client
 from jobqueue.exceptions import BrokerUnavailable
 from jobqueue.job import BadJob, Job, Reservation
-from tests.redis_support import sent_packets
+from tests.redis_support import sent_packets, start_waiter
 from tests.testapp import tasks
 
 W = "testhost:4242:default"
@@ -490,18 +490,7 @@ def test_unregister_worker_removes_every_record_of_it(jq):
 
 # ------------------------------------------------------------------ waiting
 def _waiter(jq, queues: list[str], timeout: float, fd: int | None) -> threading.Thread:
-    errors: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            jq.broker.wait_for_job(queues, timeout, fd)
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=wait, daemon=True)
-    thread.errors = errors  # type: ignore[attr-defined]
-    thread.start()
-    return thread
+    return start_waiter(jq.broker, queues, timeout, fd)
 
 
 def test_wait_for_job_wakes_when_jobqueue_pushes(jq):

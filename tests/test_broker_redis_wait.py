@@ -20,6 +20,7 @@ from jobqueue import payload
 from jobqueue.broker.base import Outcome
 from jobqueue.compat import TaskResultStatus, task_backends
 from jobqueue.job import Reservation
+from tests.redis_support import start_waiter
 from tests.testapp import tasks
 
 W = "testhost:4242:default"
@@ -27,18 +28,7 @@ W = "testhost:4242:default"
 
 def _waiter(jq: Any, timeout: float = 60, fd: int | None = None, queues: tuple[str, ...] = (
         "default",), prefetch: int = 1) -> threading.Thread:
-    errors: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            jq.broker.wait_for_job(list(queues), timeout, fd, worker_id=W, prefetch=prefetch)
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=wait, daemon=True)
-    thread.errors = errors  # type: ignore[attr-defined]
-    thread.start()
-    return thread
+    return start_waiter(jq.broker, list(queues), timeout, fd, worker_id=W, prefetch=prefetch)
 
 
 def _blocked(jq: Any) -> int:

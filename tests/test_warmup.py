@@ -9,6 +9,7 @@ before it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -98,7 +99,7 @@ from jobqueue import payload
 from jobqueue.compat import task_backends
 from jobqueue.job import Job, Reservation
 from jobqueue.runner import JobRunner
-from jobqueue.warmup import warm_job_path
+from jobqueue.warmup import warm_job_path, warm_while_idle
 from tests.testapp import tasks
 
 runner = JobRunner(None, type(task_backends["default"]), "host:1:default")
@@ -106,10 +107,13 @@ now = datetime.now(UTC)
 raw = payload.encode_job(Job(task_name=tasks.add.module_path, args=[1, 2], id="x" * 32,
                              enqueued_at=now))
 
-def child_faults():
+def child_faults(idle=False):
     r, w = os.pipe()
+    inbox_r, inbox_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        if idle:
+            assert warm_while_idle(runner, "host:1:default", inbox_r, after=0.01)
         job = payload.decode_job(raw, "default")
         res = Reservation(job=job, queue="default", run_at=now, worker_id="host:1:default")
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -118,24 +122,33 @@ def child_faults():
         os._exit(0)
     os.close(w)
     faults = int(os.read(r, 64))
-    os.close(r)
+    for fd in (r, inbox_r, inbox_w):
+        os.close(fd)
     os.waitpid(pid, 0)
     return faults
 
 cold = [child_faults() for _ in range(3)]
-warm_job_path(runner, "host:1:default")
-print(json.dumps({"cold": cold, "warm": [child_faults() for _ in range(3)]}))
+warm_job_path(runner, "host:1:default")  # as the worker does before its fork server
+print(json.dumps({"cold": cold, "warm": [child_faults() for _ in range(3)],
+                  "idle": [child_faults(idle=True) for _ in range(3)]}))
 """
+
+
+@functools.cache
+def _child_faults() -> dict[str, list[int]]:
+    """Page faults of a job in real forked children: forked before the worker's warm-up
+    ("cold"), after it ("warm"), and after it having warmed while idle ("idle")."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "JOBQUEUE_TEST_PG": "0",
+           "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", CHILD_FAULTS], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not warmup.ENABLED, reason="the warm-up is off on Python 3.11: it measured "
                     "no fewer faults there (426 -> 446)")
 def test_a_child_forked_after_the_warm_up_writes_fewer_pages_for_its_job():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "JOBQUEUE_TEST_PG": "0",
-           "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", CHILD_FAULTS], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=True)
-    faults = json.loads(done.stdout.strip().splitlines()[-1])
+    faults = _child_faults()
     # Deterministic for one interpreter and tree; here 345 -> 298 (3.12), 393 -> 350 (3.13).
     assert max(faults["warm"]) < min(faults["cold"]), faults
 
@@ -159,55 +172,8 @@ def test_a_child_warms_while_idle_only_when_no_job_comes(monkeypatch):
     assert runs == [1]
 
 
-IDLE_CHILD_FAULTS = """
-import json, os, resource
-import django
-django.setup()
-from datetime import UTC, datetime
-from jobqueue import payload
-from jobqueue.compat import task_backends
-from jobqueue.job import Job, Reservation
-from jobqueue.runner import JobRunner
-from jobqueue.warmup import warm_job_path, warm_while_idle
-from tests.testapp import tasks
-
-runner = JobRunner(None, type(task_backends["default"]), "host:1:default")
-now = datetime.now(UTC)
-raw = payload.encode_job(Job(task_name=tasks.add.module_path, args=[1, 2], id="x" * 32,
-                             enqueued_at=now))
-warm_job_path(runner, "host:1:default")  # as the worker does before its fork server
-
-def child_faults(idle):
-    r, w = os.pipe()
-    inbox_r, inbox_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        if idle:
-            assert warm_while_idle(runner, "host:1:default", inbox_r, after=0.01)
-        job = payload.decode_job(raw, "default")
-        res = Reservation(job=job, queue="default", run_at=now, worker_id="host:1:default")
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        runner.execute(tasks.add, res).to_bytes()
-        os.write(w, str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before).encode())
-        os._exit(0)
-    os.close(w)
-    faults = int(os.read(r, 64))
-    for fd in (r, inbox_r, inbox_w):
-        os.close(fd)
-    os.waitpid(pid, 0)
-    return faults
-
-print(json.dumps({"busy": [child_faults(False) for _ in range(3)],
-                  "idle": [child_faults(True) for _ in range(3)]}))
-"""
-
-
 @pytest.mark.skipif(not warmup.ENABLED, reason="the warm-up is off on Python 3.11")
 def test_a_child_that_warmed_while_idle_writes_fewer_pages_for_its_job():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "JOBQUEUE_TEST_PG": "0",
-           "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", IDLE_CHILD_FAULTS], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=True)
-    faults = json.loads(done.stdout.strip().splitlines()[-1])
+    faults = _child_faults()
     # Here 301 -> 153 (3.12): the job still writes the pages it allocates afresh.
-    assert max(faults["idle"]) < min(faults["busy"]) * 0.7, faults
+    assert max(faults["idle"]) < min(faults["warm"]) * 0.7, faults

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import select
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -86,35 +87,32 @@ class RedisWaitMixin(Broker):
             return
         if worker_id is not None:
             self._settle_async()  # a refill in flight must be read before reserving again
-        behind = worker_id is not None and not self._deferred and not self._unread
-        reserve: tuple[bytes, str] | None = None
+        # Reserve behind the pop only with nothing else owed on this worker's connections.
+        owner = worker_id if not self._deferred and not self._unread else None
+        token = self._tokens.new() if owner else None  # type: ignore[attr-defined]
         pool = self.client.connection_pool
         conn = self._call(pool.get_connection)
         try:
-            packet = list(conn.pack_command("CLIENT", "ID")) if behind else []
+            packet = list(conn.pack_command("CLIENT", "ID")) if owner else []
             packet += conn.pack_command("BLPOP", *[self.keys.wake(q) for q in queues],
                                         f"{max(timeout, 0.01):.3f}")
-            if behind:
-                assert worker_id is not None
-                token = self._tokens.new()  # type: ignore[attr-defined]
-                keys, args = self._reserve_call(worker_id, queues, None, max(prefetch - 1, 0),
-                                                token)
+            if owner and token:
+                keys, args = self._reserve_call(owner, queues, None, max(prefetch - 1, 0), token)
                 packet += conn.pack_command("EVALSHA", self._scripts["reserve"].sha,
                                             len(keys), *keys, *args)
-                reserve = (b"", token)
             conn.send_packed_command(packet)
-            client_id = conn.read_response() if behind else None
+            client_id = conn.read_response() if owner else None
             if not self._await(conn, timeout, interrupt_fd, client_id):
-                if reserve is not None:
-                    self._lost_waits.add(worker_id)  # type: ignore[arg-type]
+                if owner:
+                    self._lost_waits.add(owner)
                 return
             conn.read_response()  # the pop: a token, or nil after the timeout
-            if reserve is not None:
-                self._keep_waited(worker_id, queues, conn, reserve[1])  # type: ignore[arg-type]
+            if owner and token:
+                self._keep_waited(owner, queues, conn, token)
         except (OSError, *_REDIS_ERRORS) as exc:
             conn.disconnect()
-            if reserve is not None:
-                self._lost_waits.add(worker_id)  # type: ignore[arg-type]
+            if owner:
+                self._lost_waits.add(owner)
             raise BrokerUnavailable(f"Redis is unavailable: {exc}") from exc
         finally:
             pool.release(conn)
@@ -167,27 +165,22 @@ class RedisWaitMixin(Broker):
         worker stops or pauses); with a wait abandoned unread, whatever the worker holds.
         Returns how many jobs went back (its prefetched ones go back with it)."""
         waited = self._waited.pop(worker_id, None)
-        if waited is None and worker_id in self._lost_waits:
+        if isinstance(waited, Reservation):
+            return int(self.requeue(worker_id, waited.job, waited.queue, None))
+        held = (waited.queue, waited.raw) if waited is not None else None
+        if held is None and worker_id in self._lost_waits:
             self._lost_waits.discard(worker_id)
             held = self.in_flight(worker_id)  # keeps the record's token for the requeue
-            if held is not None:
-                waited = BadJob(raw=held[1], queue=held[0], error="", run_at=None,
-                                worker_id=worker_id)
-        if waited is None:
+        if held is None:
             return 0
-        if isinstance(waited, Reservation):
-            job = waited.job
-        else:  # put back verbatim, whatever it holds: the worker that takes it judges it
-            try:
-                job = payload.decode_job(waited.raw, waited.queue)
-            except payload.PayloadError:
-                job = Job(task_name="", args=[], raw=waited.raw, queue=waited.queue)
-        return int(bool(self.requeue(worker_id, job, waited.queue, None)))
-
+        queue, raw = held
+        try:  # decoded for its priority; else put back verbatim (its taker judges it)
+            job = payload.decode_job(raw, queue)
+        except payload.PayloadError:
+            job = Job(task_name="", args=[], raw=raw, queue=queue)
+        return int(self.requeue(worker_id, job, queue, None))
 
 def _sleep_or_interrupt(timeout: float, interrupt_fd: int | None) -> None:
-    import time
-
     if interrupt_fd is None:
         time.sleep(timeout)
         return
