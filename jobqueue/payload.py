@@ -55,6 +55,12 @@ def format_iso(dt: datetime) -> str:
     return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
+def run_at_of_iso(iso: str) -> str:
+    """``format_run_at`` of the time ``format_iso`` wrote as ``iso`` (its first 19 characters
+    are the same), for a caller that needs both."""
+    return iso[:19] + "Z"
+
+
 def format_run_at(dt: datetime) -> str:
     """Resque's ``run_at``: UTC ISO 8601 to the second with ``Z``: ``%Y-%m-%dT%H:%M:%SZ``."""
     if dt.tzinfo is not UTC:
@@ -198,7 +204,7 @@ def decode_job(raw: str | bytes, queue: str) -> Job:
     if _LONE_SURROGATE.search(text):  # bytes that were not UTF-8, kept by surrogateescape
         raise PayloadError("payload is not valid UTF-8 text")
     try:
-        body = json.loads(text, parse_constant=_reject_constant)
+        body = _DECODER.decode(text)
     except ValueError as exc:
         raise PayloadError(f"payload is not valid JSON ({exc}): {_clip(text)}") from None
     if not isinstance(body, dict):
@@ -224,7 +230,7 @@ def decode_job(raw: str | bytes, queue: str) -> Job:
     priority = body.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise PayloadError("\"priority\" must be an integer")
-    known = {"class", "args", "kwargs", "id", "priority", "enqueued_at", "queue"}
+    known = _KNOWN_FIELDS
     return Job(
         task_name=name,
         args=args,
@@ -242,6 +248,11 @@ def _reject_constant(name: str) -> Any:
     # Python's json reads NaN/Infinity; JSON, Ruby's JSON.parse and node do not. Such a
     # job could never be written back (failure record, result) by ``dumps``.
     raise ValueError(f"{name} is not a JSON value")
+
+
+#: ``json.loads(text, parse_constant=...)`` builds this decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_KNOWN_FIELDS = frozenset({"class", "args", "kwargs", "id", "priority", "enqueued_at", "queue"})
 
 
 def _clip(text: str, limit: int = 200) -> str:

@@ -23,10 +23,16 @@ except ImportError:  # pragma: no cover
 RESQUE_VERSION = "3.0.0"  # what Ruby's ps-based pruner looks for: "resque-<digit>"
 
 
+_title: list[str] = [""]  # the last title set here (a forked child inherits it and the title)
+
+
 def set_title(text: str) -> None:
-    """Set the process title (what ``ps`` shows)."""
-    if _setproctitle is not None:
+    """Set the process title (what ``ps`` shows); the same title again costs nothing (a
+    ``--no-fork`` worker sets one per job, and a stream of one task within a second repeats
+    it: ``setproctitle`` rewrites the whole argv area each time)."""
+    if _setproctitle is not None and text != _title[0]:
         _setproctitle(text)
+        _title[0] = text
 
 
 def resque_title(text: str) -> str:

@@ -38,6 +38,7 @@ from jobqueue.payload import (
     format_run_at,
     format_started,
     parse_time,
+    run_at_of_iso,
     worker_name,
 )
 
@@ -708,3 +709,4 @@ def test_fast_time_formats_write_what_strftime_would(dt):
     utc = dt.astimezone(UTC)
     assert format_iso(dt) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert format_run_at(dt) == utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert run_at_of_iso(format_iso(dt)) == format_run_at(dt)

@@ -168,6 +168,40 @@ def test_set_title_changes_what_proc_and_ps_show(children: Children):
     assert describe_status(status) == (0, None)
 
 
+def test_set_title_again_leaves_the_title_alone_and_a_new_one_takes(children: Children):
+    """A repeated title is not written again (a ``--no-fork`` worker sets one per job);
+    here ``/proc`` shows that a title changed behind ``set_title``'s back stays until a
+    different one comes."""
+    from setproctitle import setproctitle
+
+    read, write = os.pipe()
+    release_read, release_write = os.pipe()
+
+    def body() -> int:
+        for title in ("resque-3.0.0: A", "resque-3.0.0: A", "resque-3.0.0: B"):
+            set_title("resque-3.0.0: A")
+            setproctitle("changed elsewhere")
+            set_title(title)
+            os.write(write, b"set")
+            os.read(release_read, 1)
+        return 0
+
+    pid = children.fork(body)
+    seen = []
+    try:
+        for _ in range(3):
+            assert _read_line(read) == b"set"
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                seen.append(f.read().rstrip(b"\0").decode())
+            os.write(release_write, b"x")
+    finally:
+        for fd in (read, write, release_read, release_write):
+            os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert describe_status(status) == (0, None)
+    assert seen == ["changed elsewhere", "changed elsewhere", "resque-3.0.0: B"]
+
+
 # --------------------------------------------------------------------------- SignalQueue
 @pytest.fixture
 def queue() -> Iterator[SignalQueue]:

@@ -189,7 +189,8 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisWaitMixin, RedisSc
         keys, tail = self._reserve_keys(worker_id, queues)
         # No ``now``: reserve.lua takes Redis's clock when it runs (a reserve queued behind a
         # blocking wait runs when the wait ends).
-        times = ("", "") if now is None else (payload.format_run_at(now), payload.format_iso(now))
+        iso = "" if now is None else payload.format_iso(now)
+        times = ("", "") if now is None else (payload.run_at_of_iso(iso), iso)
         args = [len(queues), *times, *tail, more, token]
         if refill:
             args.append(raw_bytes(refill))

@@ -94,7 +94,7 @@ class RedisPrefetchMixin(Broker):
         iso_now = payload.format_iso(now)
         start = self._evalsha("start", [k.worker(worker_id), k.prefetch(worker_id),
                                         self._result_prefix + result_id, k.pause_all],
-                              [raw_bytes(marker), payload.format_run_at(now), iso_now,
+                              [raw_bytes(marker), payload.run_at_of_iso(iso_now), iso_now,
                                payload.dumps(list(ids)),
                                iso_now if started is now else payload.format_iso(started)])
         commands = [self._evalsha("finish", keys, args) for keys, args in self._deferred]
