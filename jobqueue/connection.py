@@ -346,10 +346,13 @@ class DeferredConnection:
         self.outstanding += replies
         self.conn.send_packed_command((packet,), check_health=False)
 
-    def collect(self) -> list[Any]:
-        """Read every reply due (a ``ResponseError`` reply is returned in its place)."""
+    def collect(self, count: int | None = None) -> list[Any]:
+        """Read the next ``count`` replies due, by default all of them (a ``ResponseError``
+        reply is returned in its place)."""
         replies: list[Any] = []
-        while self.outstanding:
+        left = self.outstanding if count is None else min(count, self.outstanding)
+        while left:
+            left -= 1
             try:
                 replies.append(self.conn.read_response())
             except redis.ResponseError as exc:

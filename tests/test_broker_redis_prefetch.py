@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,7 @@ import pytest
 from jobqueue import payload
 from jobqueue.broker.base import ErrorInfo, Outcome
 from jobqueue.broker.redis import RedisBroker
+from jobqueue.broker.redis_prefetch import ASYNC_DEPTH
 from jobqueue.compat import TaskResultStatus
 from jobqueue.job import BadJob, Reservation
 from jobqueue.reaper import reap_dead_workers
@@ -60,6 +62,20 @@ def _scripts_loaded(jq) -> None:
     replies lost below, and a first NOSCRIPT would add a resend (it has a test of its own)."""
     for script in jq.broker._scripts.values():
         jq.redis.script_load(script.script)
+
+
+@pytest.fixture(autouse=True)
+def _one_packet_in_flight(jq) -> None:
+    """Every packet counts as old, so each is read before the next job, as after jobs that
+    take longer than ``async_grace``: the steps below see each reply one job late, never
+    later, whatever the machine's speed. The tests of ``pipelined`` set their own."""
+    jq.broker.async_grace = 0.0
+
+
+@pytest.fixture
+def pipelined(jq) -> None:
+    """Short jobs: no packet gets old, up to ``ASYNC_DEPTH`` stay unread."""
+    jq.broker.async_grace = 60.0
 
 
 def _ok() -> Outcome:
@@ -625,6 +641,91 @@ def test_pausing_all_workers_mid_batch_puts_the_rest_back_after_one_more_job(jq)
     assert _stat(jq, "processed") == 3
     jq.redis.delete(jq.key("pause-all-workers"))
     assert _drain(jq, prefetch=4) == ids[3:]
+
+
+# ------------------------------------------------------------------ several packets unread
+def test_short_jobs_leave_up_to_three_packets_unread_and_an_old_one_is_read(jq, pipelined):
+    ids = _enqueue(8)
+    taken = [_reserve(jq, 8)]
+    unread = []
+    for _ in range(4):
+        jq.broker.finish(W, taken[-1].job, "default", _ok(), defer=True)
+        taken.append(_reserve(jq, 8))
+        unread.append(len(jq.broker._unread))
+    assert unread == [1, 2, ASYNC_DEPTH, ASYNC_DEPTH] == [1, 2, 3, 3]
+    jq.broker.async_grace = 0.002
+    time.sleep(0.005)  # a job longer than the grace: every packet is old, each is read
+    jq.broker.finish(W, taken[-1].job, "default", _ok(), defer=True)
+    taken.append(_reserve(jq, 8))
+    assert len(jq.broker._unread) == 1
+    assert _drain(jq, prefetch=8, first=taken.pop()) == ids[len(taken):]
+    assert [r.job.id for r in taken] == ids[:len(taken)]
+    assert _stat(jq, "processed") == 8
+    assert {jq.broker.get_result(i).status for i in ids} == {TaskResultStatus.SUCCESSFUL}
+    assert [jq.broker.get_result(i).worker_ids for i in ids] == [[W]] * 8
+
+
+def test_pausing_all_workers_during_short_jobs_takes_effect_within_async_depth_jobs(
+        jq, pipelined):
+    ids = _enqueue(8)
+    first = _reserve(jq, 6)
+    jq.broker.finish(W, first.job, "default", _ok(), defer=True)
+    second = _reserve(jq, 6)
+    jq.broker.flush()  # started before the pause
+    jq.redis.set(jq.key("pause-all-workers"), "true")
+    taken = [second]
+    while (found := _take_next(jq, taken[-1], prefetch=6)) is not None:
+        taken.append(found)
+    # The start that said "paused" and the ones sent before its reply was read ran.
+    assert [r.job.id for r in taken[1:]] == ids[2:2 + ASYNC_DEPTH]
+    assert _queued(jq) == ids[2 + ASYNC_DEPTH:]  # the rest went back, in order
+    assert not jq.redis.exists(jq.key("jobqueue", "prefetch", W), jq.key("worker", W))
+    assert _stat(jq, "processed") == 2 + ASYNC_DEPTH
+    jq.redis.delete(jq.key("pause-all-workers"))
+    assert _drain(jq, prefetch=6) == ids[2 + ASYNC_DEPTH:]
+
+
+def _take_next(jq, running: Reservation, prefetch: int) -> Reservation | None:
+    jq.broker.finish(W, running.job, "default", _ok(), defer=True)
+    found = jq.broker.reserve(W, ["default"], prefetch=prefetch)
+    assert found is None or isinstance(found, Reservation)
+    return found
+
+
+def test_packets_unread_when_their_connection_drops_are_all_sent_again_and_act_once(
+        jq, pipelined):
+    ids = _enqueue(6)
+    taken = [_reserve(jq, 6)]
+    for _ in range(3):
+        taken.append(_take_next(jq, taken[-1], prefetch=6))
+    assert len(jq.broker._unread) == 3
+    jq.wait_for(lambda: _held(jq) == ids[3], message="Redis to run the packets")
+    assert _lose_replies(jq, 6) == b":1\r\n" * 6  # each finish and start acted
+    with sent_packets(jq.broker.client) as resent:
+        jq.broker.flush()
+    assert len(resent) == 3  # in order, on a new connection; each step finds itself done
+    assert (_held(jq), _prefetched(jq)) == (ids[3], ids[4:])
+    assert _stat(jq, "processed") == 3
+    assert [jq.broker.get_result(i).worker_ids for i in ids[:4]] == [[W]] * 4
+    assert _drain(jq, prefetch=6, first=taken[-1]) == ids[3:]
+    assert _stat(jq, "processed") == 6 and jq.redis.llen(jq.key("failed")) == 0
+
+
+def test_a_script_flush_behind_unread_packets_is_survived(jq, pipelined, caplog):
+    ids = _enqueue(6)
+    taken = [_reserve(jq, 6)]
+    taken.append(_take_next(jq, taken[-1], prefetch=6))  # sent while Redis knows the scripts
+    jq.wait_for(lambda: _held(jq) == ids[1], message="Redis to run the packet")
+    jq.redis.script_flush()
+    for _ in range(2):  # these two meet NOSCRIPT
+        taken.append(_take_next(jq, taken[-1], prefetch=6))
+    jq.broker.flush()  # loaded, all three sent again, each acted once
+    assert (_held(jq), _prefetched(jq)) == (ids[3], ids[4:])
+    assert _stat(jq, "processed") == 3
+    assert [jq.broker.get_result(i).worker_ids for i in ids[:4]] == [[W]] * 4
+    assert _drain(jq, prefetch=6, first=taken[-1]) == ids[3:]
+    assert _stat(jq, "processed") == 6
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # ------------------------------------------------------------------ real workers

@@ -325,3 +325,26 @@ def test_manage_py_check_passes_and_check_deploy_warns_for_an_unreachable_redis(
     deploy = _manage("check", "--deploy", url=url)
     assert deploy.returncode == 0, deploy.stderr
     assert f"(jobqueue.W001) Redis for TASKS['default'] ({url}) is unreachable" in deploy.stderr
+
+
+def test_a_deferred_connection_collects_the_replies_due_oldest_first(jq):
+    """``DeferredConnection``: packets sent now, replies read later, a few or all at once
+    (a ``--no-fork`` worker keeps recent packets unread); an error reply takes its place."""
+    from jobqueue.connection import DeferredConnection
+
+    deferred = DeferredConnection(jq.redis)
+    key = jq.key("test", "deferred")
+    conn = jq.redis.connection_pool.get_connection()
+    pack = conn.pack_command
+    jq.redis.connection_pool.release(conn)
+    for n in range(3):
+        deferred.send(b"".join(pack("RPUSH", key, n)) + b"".join(pack("LLEN", key)), 2)
+    deferred.send(b"".join(pack("INCR", jq.key("test", "deferred"))), 1)  # a list: an error
+    assert deferred.outstanding == 7
+    assert deferred.collect(3) == [1, 1, 2]
+    assert deferred.outstanding == 4
+    assert deferred.collect(0) == []
+    rest = deferred.collect()
+    assert rest[:3] == [2, 3, 3] and isinstance(rest[3], redis.ResponseError)
+    assert deferred.outstanding == 0 and deferred.collect(5) == []
+    deferred.reset()

@@ -27,7 +27,7 @@ from ..keys import Keys
 from .base import ErrorInfo, Outcome, WorkerInfo
 from .redis_bytes import raw_bytes, text
 from .redis_inspect import RedisInspectMixin
-from .redis_prefetch import RedisPrefetchMixin
+from .redis_prefetch import ASYNC_DEPTH, RedisPrefetchMixin
 from .redis_produce import RedisProduceMixin
 from .redis_schedule import RedisScheduleMixin
 from .redis_tokens import Tokens
@@ -241,7 +241,8 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisWaitMixin, RedisSc
                 prefetch: int = 1) -> Reservation | BadJob | None:
         if not queues:
             return None
-        self._settle_async()
+        # With jobs left in the batch, recent packets may stay unread (see _send_async).
+        self._settle_async(keep=ASYNC_DEPTH - 1 if self._prefetched.get(worker_id) else 0)
         waited = self._take_waited(worker_id)
         if waited is not None:
             return waited
