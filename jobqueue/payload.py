@@ -230,7 +230,6 @@ def decode_job(raw: str | bytes, queue: str) -> Job:
     priority = body.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise PayloadError("\"priority\" must be an integer")
-    known = _KNOWN_FIELDS
     return Job(
         task_name=name,
         args=args,
@@ -239,7 +238,7 @@ def decode_job(raw: str | bytes, queue: str) -> Job:
         queue=queue,
         enqueued_at=parse_time(body.get("enqueued_at")),
         priority=priority,
-        extra={k: v for k, v in body.items() if k not in known},
+        extra={k: v for k, v in body.items() if k not in _KNOWN_FIELDS},
         raw=text,
     )
 

@@ -156,6 +156,25 @@ def _drain(jq, *, broker: Any = None, prefetch: int = 3, queues: tuple[str, ...]
     return [r.job.id for r in taken]
 
 
+def _take_next(jq, running: Reservation, prefetch: int) -> Reservation | None:
+    """One turn of the worker's loop: acknowledge ``running`` (held back), reserve the next."""
+    jq.broker.finish(W, running.job, "default", _ok(), defer=True)
+    found = jq.broker.reserve(W, ["default"], prefetch=prefetch)
+    assert found is None or isinstance(found, Reservation)
+    return found
+
+
+def _paused_mid_batch(jq, jobs: int, prefetch: int) -> tuple[list[str], Reservation]:
+    """``jobs`` queued; the worker ran the first and started the second (replies read), then
+    an operator paused every worker. The ids, and the second job, running."""
+    ids = _enqueue(jobs)
+    second = _take_next(jq, _reserve(jq, prefetch), prefetch)
+    assert second is not None
+    jq.broker.flush()  # started before the pause
+    jq.redis.set(jq.key("pause-all-workers"), "true")
+    return ids, second
+
+
 def _async_client_id(jq) -> str:
     """Redis's id for the broker's deferred connection (the one starts are sent on)."""
     port = jq.broker._async.conn._sock.getsockname()[1]
@@ -624,16 +643,10 @@ def test_a_script_flush_before_an_asynchronous_start_is_survived(jq, caplog):
 
 
 def test_pausing_all_workers_mid_batch_puts_the_rest_back_after_one_more_job(jq):
-    ids = _enqueue(5)
-    first = _reserve(jq, 4)
-    jq.broker.finish(W, first.job, "default", _ok(), defer=True)
-    second = _reserve(jq, 4)
-    jq.broker.flush()  # started before the pause
-    jq.redis.set(jq.key("pause-all-workers"), "true")
-    jq.broker.finish(W, second.job, "default", _ok(), defer=True)
-    third = _reserve(jq, 4)  # sent before the worker can know: it starts, and says "paused"
-    jq.broker.finish(W, third.job, "default", _ok(), defer=True)
-    assert jq.broker.reserve(W, ["default"], prefetch=4) is None
+    ids, second = _paused_mid_batch(jq, 5, prefetch=4)
+    third = _take_next(jq, second, 4)  # sent before the worker can know: it starts, says "paused"
+    assert third is not None
+    assert _take_next(jq, third, 4) is None
     assert third.job.id == ids[2]
     assert _queued(jq) == ids[3:]  # the rest went back, in order
     assert not jq.redis.exists(jq.key("jobqueue", "prefetch", W), jq.key("worker", W))
@@ -649,14 +662,12 @@ def test_short_jobs_leave_up_to_three_packets_unread_and_an_old_one_is_read(jq, 
     taken = [_reserve(jq, 8)]
     unread = []
     for _ in range(4):
-        jq.broker.finish(W, taken[-1].job, "default", _ok(), defer=True)
-        taken.append(_reserve(jq, 8))
+        taken.append(_take_next(jq, taken[-1], 8))
         unread.append(len(jq.broker._unread))
     assert unread == [1, 2, ASYNC_DEPTH, ASYNC_DEPTH] == [1, 2, 3, 3]
     jq.broker.async_grace = 0.002
     time.sleep(0.005)  # a job longer than the grace: every packet is old, each is read
-    jq.broker.finish(W, taken[-1].job, "default", _ok(), defer=True)
-    taken.append(_reserve(jq, 8))
+    taken.append(_take_next(jq, taken[-1], 8))
     assert len(jq.broker._unread) == 1
     assert _drain(jq, prefetch=8, first=taken.pop()) == ids[len(taken):]
     assert [r.job.id for r in taken] == ids[:len(taken)]
@@ -667,12 +678,7 @@ def test_short_jobs_leave_up_to_three_packets_unread_and_an_old_one_is_read(jq, 
 
 def test_pausing_all_workers_during_short_jobs_takes_effect_within_async_depth_jobs(
         jq, pipelined):
-    ids = _enqueue(8)
-    first = _reserve(jq, 6)
-    jq.broker.finish(W, first.job, "default", _ok(), defer=True)
-    second = _reserve(jq, 6)
-    jq.broker.flush()  # started before the pause
-    jq.redis.set(jq.key("pause-all-workers"), "true")
+    ids, second = _paused_mid_batch(jq, 8, prefetch=6)
     taken = [second]
     while (found := _take_next(jq, taken[-1], prefetch=6)) is not None:
         taken.append(found)
@@ -683,13 +689,6 @@ def test_pausing_all_workers_during_short_jobs_takes_effect_within_async_depth_j
     assert _stat(jq, "processed") == 2 + ASYNC_DEPTH
     jq.redis.delete(jq.key("pause-all-workers"))
     assert _drain(jq, prefetch=6) == ids[2 + ASYNC_DEPTH:]
-
-
-def _take_next(jq, running: Reservation, prefetch: int) -> Reservation | None:
-    jq.broker.finish(W, running.job, "default", _ok(), defer=True)
-    found = jq.broker.reserve(W, ["default"], prefetch=prefetch)
-    assert found is None or isinstance(found, Reservation)
-    return found
 
 
 def test_packets_unread_when_their_connection_drops_are_all_sent_again_and_act_once(

@@ -189,8 +189,10 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisWaitMixin, RedisSc
         keys, tail = self._reserve_keys(worker_id, queues)
         # No ``now``: reserve.lua takes Redis's clock when it runs (a reserve queued behind a
         # blocking wait runs when the wait ends).
-        iso = "" if now is None else payload.format_iso(now)
-        times = ("", "") if now is None else (payload.run_at_of_iso(iso), iso)
+        times = ("", "")
+        if now is not None:
+            iso = payload.format_iso(now)
+            times = (payload.run_at_of_iso(iso), iso)
         args = [len(queues), *times, *tail, more, token]
         if refill:
             args.append(raw_bytes(refill))
