@@ -40,7 +40,14 @@ from .exceptions import DirtyExit, JobTimeout, WorkerShutdown
 from .forkserver import ForkServer, ForkServerGone
 from .job import Reservation
 from .jobchild import EXIT_CRASHED
-from .process import ChildWatch, describe_status, resque_title, set_title, signal_name
+from .process import (
+    ChildWatch,
+    describe_status,
+    resque_title,
+    set_title,
+    signal_name,
+    spare_cpu,
+)
 from .report import Report, apply_report
 from .runner import error_from, settle_failure
 
@@ -57,6 +64,10 @@ class ForkMixin:
     # ------------------------------------------------------------------ one job
     def _fork_and_wait(self: Worker, task: Any, reservation: Reservation) -> None:
         link = self._child_for(task, reservation)
+        if link.jobs + 1 >= self.jobs_per_child and not self.shutdown and spare_cpu():
+            # It exits after this job: the server forks the next child on another CPU while
+            # this job runs (on one CPU that would only delay the job: after its report).
+            self._waiting_child = self._request_child()
         set_title(resque_title(f"Forked {link.pid} at {int(time.time())}"))
         watch = self._watch(link.pid, timeout_at=self.runner.deadline)
         report = _parse(self._watch_child(watch, link.reports))

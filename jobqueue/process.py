@@ -108,6 +108,16 @@ class SignalQueue:
                 os.close(fd)
 
 
+def spare_cpu() -> bool:
+    """Whether this process may run on more than one CPU (its affinity mask, which
+    ``taskset`` or a container's cpuset narrows), so that a second process of its tree can
+    work while the first does. Read each time: the mask may change under a running worker."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):  # pragma: no cover (not Linux)
+        return (os.cpu_count() or 1) > 1
+
+
 def reset_child_signals(ignore: Iterable[int], defaults: Iterable[int]) -> None:
     """In a forked child: ignore the parent's control signals, restore default actions."""
     for signum in ignore:

@@ -158,6 +158,44 @@ def test_children_come_from_the_fork_server_and_the_next_one_is_forked_in_advanc
     assert _server_of(proc.pid) == server  # one server for the worker's life
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to run on")
+def test_the_next_child_is_forked_while_the_job_runs(jq, workers):
+    handle = wt.wait_release.enqueue("w")
+    after = wt.whoami.enqueue("next")
+    proc = workers.spawn("-q", "default")
+    workers.wait_started(proc)
+    server = _server_of(proc.pid)
+    running = workers.job_child(proc)
+    # While the job runs, the server has forked the child for the job after it already.
+    spare = workers.wait(proc, lambda: [p for p in children(server, zombies=False)
+                                        if p != running], 10, "a child forked in advance")
+    assert len(spare) == 1 and "waiting for a job" in cmdline(spare[0])
+    workers.release("w")
+    workers.wait(proc, lambda: wt.whoami.get_result(after.id).status == "SUCCESSFUL", 30,
+                 "the next job")
+    assert wt.wait_release.get_result(handle.id).status == "SUCCESSFUL"
+    [record] = workers.json_records("whoami")
+    assert (record["pid"], record["ppid"]) == (spare[0], server)
+
+
+def test_on_one_cpu_the_next_child_is_forked_after_the_job(jq, workers):
+    proc = workers.spawn("-q", "default")
+    workers.wait_idle(proc)
+    os.sched_setaffinity(proc.pid, {min(os.sched_getaffinity(0))})  # what taskset -c does
+    handle = wt.wait_release.enqueue("w")
+    workers.wait_started(proc)
+    server = _server_of(proc.pid)
+    running = workers.job_child(proc)
+    time.sleep(0.5)  # a child forked in advance is asked for before the job even starts
+    assert children(server, zombies=False) == [running]
+    workers.release("w")
+    workers.wait(proc, lambda: wt.wait_release.get_result(handle.id).status == "SUCCESSFUL",
+                 30, "the job")
+    spare = workers.wait(proc, lambda: [p for p in children(server, zombies=False)
+                                        if p != running], 10, "the next child")
+    assert len(spare) == 1 and "waiting for a job" in cmdline(spare[0])
+
+
 def test_without_the_fork_server_the_worker_forks_each_child_itself(jq, workers):
     workers.configure(FORK_SERVER=False)
     handles = [wt.whoami.enqueue(f"j{i}") for i in range(2)]

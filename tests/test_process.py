@@ -28,6 +28,7 @@ from jobqueue.process import (
     resque_title,
     set_title,
     signal_name,
+    spare_cpu,
 )
 
 LONG = 60.0  # how long a child sleeps when the test means to stop it
@@ -537,3 +538,23 @@ def test_exited_children_reaps_every_exited_child_without_blocking():
     finally:
         os.kill(sleeper, signal.SIGKILL)
         os.waitpid(sleeper, 0)
+
+
+def test_spare_cpu_follows_the_affinity_mask():
+    cpus = os.sched_getaffinity(0)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a child, so this process keeps its mask
+        try:
+            os.sched_setaffinity(0, {min(cpus)})
+            answers = [spare_cpu()]
+            os.sched_setaffinity(0, cpus)
+            answers.append(spare_cpu())
+            os.write(write_fd, repr(answers).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    answers = os.read(read_fd, 64).decode()
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    assert answers == repr([False, len(cpus) > 1])

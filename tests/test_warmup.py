@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -170,6 +171,25 @@ def test_a_child_warms_while_idle_only_when_no_job_comes(monkeypatch):
     assert warmup.warm_while_idle(None, "host:1:default", read_fd, after=5.0) is False
     os.close(read_fd)
     assert runs == [1]
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_a_child_warms_at_once_with_a_spare_cpu_else_after_a_wait(monkeypatch, spare):
+    runs: list[float] = []
+    monkeypatch.setattr(warmup, "spare_cpu", lambda: spare)
+    monkeypatch.setattr(warmup, "IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(warmup, "warm_job_path", lambda runner, worker_id, rounds=1:
+                        runs.append(time.monotonic()))
+    read_fd, write_fd = os.pipe()
+    try:
+        began = time.monotonic()
+        assert warmup.warm_while_idle(None, "host:1:default", read_fd) is True
+        waited = runs[0] - began
+        # Another CPU can warm while the job before runs; one CPU waits until it is idle.
+        assert waited < 0.15 if spare else waited >= 0.2, waited
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
 
 
 @pytest.mark.skipif(not warmup.ENABLED, reason="the warm-up is off on Python 3.11")
