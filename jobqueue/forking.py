@@ -10,8 +10,9 @@ Where children come from:
 
 * **The fork server** (default, ``JOBQUEUE["FORK_SERVER"]``): a copy of the worker made at
   start-up forks them (``forkserver``), so the worker itself never forks and never pays
-  copy-on-write faults for its own loop; and it forks the next child in advance, while the
-  current job runs, so an idle worker hands a new job to a child that is already there.
+  copy-on-write faults for its own loop; and it forks the next child in advance (while the
+  current job runs when the worker has a spare CPU, else just after it), so a new job goes
+  to a child that is already there.
 * **The worker itself** (``FORK_SERVER = False``): Resque's way, a fork after each
   reservation, with ``before_fork`` sent just before it in the worker.
 
