@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "SCHEDULE": {},  # periodic jobs: name -> {"task", "cron" | "every", "args", ...}
     "FORK_SERVER": True,  # fork mode: a fork server forks job children, not the worker
     "PREFETCH": 8,  # --no-fork: jobs a worker reserves per round trip
+    "IMMORTAL_HEAP": True,  # fork mode and pools: make the start-up heap immortal (immortal.py)
 }
 
 
@@ -45,6 +46,7 @@ class JobqueueConfig:
     schedule: tuple[Any, ...] = ()
     fork_server: bool = True
     prefetch: int = 8
+    immortal_heap: bool = True
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +110,7 @@ def build_config(raw_setting: Mapping[str, Any] | None) -> JobqueueConfig:
         schedule=tuple(parse_schedule(raw["SCHEDULE"])),
         fork_server=_flag(raw, "FORK_SERVER"),
         prefetch=_whole(raw, "PREFETCH"),
+        immortal_heap=_flag(raw, "IMMORTAL_HEAP"),
         raw=raw,
     )
 

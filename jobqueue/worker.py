@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__, registry, warmup
+from . import __version__, immortal, registry, warmup
 from . import signals as hooks
 from .broker.base import Broker, WorkerInfo
 from .childlink import ChildLink
@@ -77,6 +77,7 @@ class Worker(ForkMixin, ChildMixin):
         jobs_per_child: int = 1,
         fork_server: bool | None = None,
         prefetch: int | None = None,
+        immortal_heap: bool | None = None,
         backend_class: type | None = None,
         stop_when: Callable[[], bool] | None = None,
         manage_db_connections: bool = True,
@@ -99,6 +100,8 @@ class Worker(ForkMixin, ChildMixin):
             "prefetch", (config.prefetch if prefetch is None else prefetch) if not fork else 1)
         #: Fork mode: children come from a fork server, not from the worker itself.
         self.fork_server = config.fork_server if fork_server is None else fork_server
+        #: Fork mode: make the start-up heap immortal before the first fork (``immortal``).
+        self.immortal_heap = config.immortal_heap if immortal_heap is None else immortal_heap
         self._waiting_child: ChildLink | None = None  # a child waiting for a job
         self._server: ForkServer | None = None
         self._served: dict[int, ForkServer] = {}  # children of fork servers, by pid
@@ -153,6 +156,8 @@ class Worker(ForkMixin, ChildMixin):
         hooks.worker_started.send_robust(type(self), worker=self)
         if self.fork and warmup.ENABLED:
             warmup.warm_job_path(self.runner, self.id)  # children inherit a warm job path
+        if self.fork and self.immortal_heap:
+            immortal.immortalize()  # children stop copying pages to count references
         if self.fork and self.fork_server:
             self._start_server()  # a copy of the worker as it is now forks the children
             self._waiting_child = self._request_child()

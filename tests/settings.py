@@ -7,6 +7,7 @@ gets its own key namespace. Subprocess workers read the same values from the env
 from __future__ import annotations
 
 import os
+import sys
 
 from jobqueue.compat import TASKS_APP
 
@@ -84,6 +85,10 @@ JOBQUEUE = {
     "RESQUE_CLASSES": {"Archive": "tests.testapp.tasks.archive"},
     "HEARTBEAT_INTERVAL": 1.0,
     "INTERVAL": 1.0,
+    # Some tests run fork-mode workers inside the pytest process: an immortal heap there would
+    # keep every later test's objects alive. Workers started as processes (manage.py worker,
+    # manage.py pool: no pytest imported) keep the default, so the suite runs them with it.
+    "IMMORTAL_HEAP": "pytest" not in sys.modules,
 }
 
 LOGGING = {

@@ -37,7 +37,19 @@ def test_documented_defaults():
     assert DEFAULTS == {"RESQUE_CLASSES": {}, "TASK_MODULES": [], "INTERVAL": 5.0,
                         "GRACE_PERIOD": 10.0, "HEARTBEAT_INTERVAL": 5.0, "SETUP": [],
                         "POOL": {}, "SCHEDULE": {}, "FORK_SERVER": True,
-                        "PREFETCH": 8}
+                        "PREFETCH": 8, "IMMORTAL_HEAP": True}
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_immortal_heap_is_a_flag(value: bool):
+    assert build_config({"IMMORTAL_HEAP": value}).immortal_heap is value
+
+
+@pytest.mark.parametrize("value", [1, "no", None])
+def test_immortal_heap_must_be_true_or_false(value: Any):
+    with pytest.raises(ConfigurationError, match=r"JOBQUEUE\['IMMORTAL_HEAP'\] must be True "
+                                                 "or False"):
+        build_config({"IMMORTAL_HEAP": value})
 
 
 @pytest.mark.parametrize("value", [True, False])

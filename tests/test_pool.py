@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -452,3 +453,22 @@ def test_hooks_run_in_the_master_and_after_fork_in_each_worker(jq, start_pool):
                             for e in jq.redis.lrange(jq.key("test", "hooks"), 0, -1)),
                 START_TIMEOUT, "worker_exit")
     pool.wait_counts({"critical": 2})
+
+
+def test_the_master_makes_its_heap_immortal_and_each_worker_walks_only_its_own(jq, start_pool):
+    from jobqueue import immortal
+
+    pool = start_pool({"default": 1})
+    [worker] = pool.wait_counts({"default": 1})
+    handle = tasks.heap_report.enqueue()
+    pool.wait(lambda: tasks.heap_report.get_result(handle.id).status == "SUCCESSFUL",
+              START_TIMEOUT, "the job")
+    assert tasks.heap_report.get_result(handle.id).return_value["immortal"] is immortal.SUPPORTED
+    if not immortal.SUPPORTED:
+        assert "Immortal heap" not in pool.log()
+        return
+    pool.wait_log(f"Immortal heap (pid {worker})")
+    made = {int(pid): int(n) for pid, n in re.findall(
+        r"Immortal heap \(pid (\d+)\): (\d+) objects", pool.log())}
+    assert made[pool.pid] > 10_000
+    assert made[worker] < made[pool.pid] / 2  # the master's objects are not written again

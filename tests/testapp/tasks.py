@@ -273,3 +273,15 @@ def lone_surrogate(kind: str = "return") -> str:
     if kind == "raise":
         raise ValueError("bad \ud800 text")
     return "bad \ud800 text"
+
+
+@task()
+def heap_report() -> dict[str, Any]:
+    """Whether the process running this job has an immortal heap, and its page faults so far
+    (a job child's count starts at its fork)."""
+    import resource
+
+    from jobqueue import immortal, runner
+
+    return {"immortal": immortal.is_immortal(runner.JobRunner.execute), "pid": os.getpid(),
+            "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt}

@@ -66,7 +66,8 @@ class Command(BaseCommand):
         try:
             pool = Pool(config, app_name=options["appname"] or "",
                         grace_period=get_config().grace_period, inherited=inherited,
-                        pidfile_fd=pidfile.fd if pidfile else None, setup=_setup)
+                        pidfile_fd=pidfile.fd if pidfile else None, setup=_setup,
+                        immortal_heap=get_config().immortal_heap)
             code = pool.run()
         finally:
             if pidfile is not None:
