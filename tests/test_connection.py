@@ -348,3 +348,58 @@ def test_a_deferred_connection_collects_the_replies_due_oldest_first(jq):
     assert rest[:3] == [2, 3, 3] and isinstance(rest[3], redis.ResponseError)
     assert deferred.outstanding == 0 and deferred.collect(5) == []
     deferred.reset()
+
+
+# ------------------------------------------------------------------ spinning for a reply
+def _kept_lane():
+    """The test thread's kept connection of the default broker's lane (its spin counters)."""
+    return get_broker()._lane._local.kept
+
+
+def test_an_enqueue_spins_for_its_reply_and_the_reply_ends_the_spin(jq, settings, unix_redis):
+    _use(settings, URL=f"unix://{unix_redis}", NAMESPACE=jq.namespace, REPLY_SPIN_US=10_000)
+    first = tasks.add.enqueue(1, 1)  # connects, loads the script
+    kept = _kept_lane()
+    spins, caught = kept.spins, kept.caught
+    results = [tasks.add.enqueue(i, 1) for i in range(30)]
+    # Each enqueue and result read spun, and (10 ms is ample on loopback) the reply ended it.
+    assert [tasks.add.get_result(r.id).status for r in results] == ["READY"] * 30
+    assert kept.spins - spins == 60
+    assert kept.caught - caught >= 58
+    assert 0 < kept.wait < 0.01
+    raw = redis.Redis(unix_socket_path=unix_redis)
+    assert raw.llen(f"{jq.namespace}:queue:default") == 31
+    assert tasks.add.get_result(first.id).args == [1, 1]
+
+
+def test_reply_spin_zero_never_spins(jq, settings, unix_redis):
+    _use(settings, URL=f"unix://{unix_redis}", NAMESPACE=jq.namespace, REPLY_SPIN_US=0)
+    for i in range(10):
+        tasks.add.enqueue(i, 1)
+    kept = _kept_lane()
+    assert (kept.spins, kept.caught, kept.wait) == (0, 0, 0.0)
+
+
+def test_slow_replies_stop_the_spinning_and_fast_ones_bring_it_back(jq, settings, unix_redis):
+    """A Redis whose replies take longer than the budget (here: paused by another client
+    with CLIENT PAUSE, as a far-away Redis would be slow) is not spun for; once replies are
+    fast again, the spinning resumes."""
+    _use(settings, URL=f"unix://{unix_redis}", NAMESPACE=jq.namespace, REPLY_SPIN_US=1_000)
+    tasks.add.enqueue(0, 0)
+    kept = _kept_lane()
+    other = redis.Redis(unix_socket_path=unix_redis)
+    slow = []
+    for i in range(8):
+        other.execute_command("CLIENT", "PAUSE", 20, "ALL")
+        started = time.monotonic()
+        tasks.add.enqueue(i, 1)
+        slow.append(time.monotonic() - started)
+    assert min(slow) >= 0.015  # the pause really held each reply back
+    spins_when_slow = kept.spins
+    assert spins_when_slow < 8  # it gave up spinning after the first slow replies
+    assert kept.wait > 0.001
+    for i in range(40):
+        tasks.add.enqueue(i, 2)
+    assert kept.wait < 0.001
+    assert kept.spins > spins_when_slow  # fast replies again: spinning again
+    assert redis.Redis(unix_socket_path=unix_redis).llen(f"{jq.namespace}:queue:default") == 49

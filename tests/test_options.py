@@ -7,6 +7,7 @@ reports as ``jobqueue.E001`` and which is raised as ``ConfigurationError`` on fi
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import timedelta
 
@@ -16,7 +17,7 @@ from jobqueue.backends.options import KNOWN_OPTIONS, BackendOptions, broker_for,
 from jobqueue.backends.redis import RedisBackend
 from jobqueue.broker import get_broker
 from jobqueue.compat import task_backends
-from jobqueue.connection import DEFAULT_URL
+from jobqueue.connection import DEFAULT_REPLY_SPIN, DEFAULT_URL
 from jobqueue.exceptions import ConfigurationError
 from tests.testapp import tasks
 
@@ -36,14 +37,16 @@ def test_no_options_means_the_documented_defaults():
     config = parse_options("default", {})
     assert config == BackendOptions(url="redis://127.0.0.1:6379/0", namespace="resque",
                                     result_ttl=86400, pending_result_ttl=30 * 86400,
-                                    connection_kwargs={}, task_defaults={}, error=None)
+                                    connection_kwargs={}, task_defaults={},
+                                    reply_spin=DEFAULT_REPLY_SPIN, error=None)
     assert config.url == DEFAULT_URL
+    assert (200e-6 if (os.cpu_count() or 1) > 1 else 0.0) == DEFAULT_REPLY_SPIN
 
 
 def test_every_documented_option_is_known():
     assert sorted(KNOWN_OPTIONS) == ["BACKOFF", "CACHE", "CONNECTION_KWARGS", "MAX_ATTEMPTS",
-                                     "NAMESPACE", "PENDING_RESULT_TTL", "RESULT_TTL",
-                                     "TIMEOUT", "URL"]
+                                     "NAMESPACE", "PENDING_RESULT_TTL", "REPLY_SPIN_US",
+                                     "RESULT_TTL", "TIMEOUT", "URL"]
 
 
 def test_given_options_are_used():
@@ -88,7 +91,8 @@ def test_options_that_are_not_a_dict():
 def test_unknown_options_are_named_with_the_known_ones():
     assert _error({"RESULTS_TTL": 5, "URLS": "x"}) == (
         f"{WHERE} has unknown option(s) RESULTS_TTL, URLS; known: BACKOFF, CACHE, "
-        "CONNECTION_KWARGS, MAX_ATTEMPTS, NAMESPACE, PENDING_RESULT_TTL, RESULT_TTL, TIMEOUT, URL")
+        "CONNECTION_KWARGS, MAX_ATTEMPTS, NAMESPACE, PENDING_RESULT_TTL, REPLY_SPIN_US, "
+        "RESULT_TTL, TIMEOUT, URL")
 
 
 def test_url_and_cache_together():
@@ -171,12 +175,30 @@ def test_configuration_error_is_improperly_configured():
 
 
 # ------------------------------------------------------------------ options reach the broker
+@pytest.mark.parametrize("value,seconds", [(0, 0.0), (1, 1e-6), (350, 350e-6),
+                                           (10_000, 0.01)])
+def test_reply_spin_is_taken_in_microseconds(value, seconds):
+    config = parse_options("default", {"REPLY_SPIN_US": value})
+    assert config.error is None
+    assert config.reply_spin == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", [-1, 10_001, 2.5, "200", True])
+def test_a_bad_reply_spin_names_the_range(value):
+    config = parse_options("default", {"REPLY_SPIN_US": value})
+    assert config.error == ("TASKS['default']['OPTIONS']['REPLY_SPIN_US'] must be a whole "
+                            "number of microseconds from 0 (never spin) to 10,000, got "
+                            f"{value!r}")
+
+
 def test_options_reach_the_broker(jq, settings):
     settings.TASKS = {"default": {
         "BACKEND": "jobqueue.backends.redis.RedisBackend", "QUEUES": [],
         "OPTIONS": {"URL": jq.url, "NAMESPACE": jq.namespace, "RESULT_TTL": 77,
-                    "PENDING_RESULT_TTL": 777, "MAX_ATTEMPTS": 4, "TIMEOUT": 9}}}
+                    "PENDING_RESULT_TTL": 777, "MAX_ATTEMPTS": 4, "TIMEOUT": 9,
+                    "REPLY_SPIN_US": 50}}}
     broker = get_broker()
+    assert broker.reply_spin == pytest.approx(50e-6)
     assert broker.namespace == jq.namespace
     assert (broker.result_ttl, broker.pending_result_ttl) == (77, 777)
     assert broker.task_defaults == {"max_attempts": 4, "timeout": 9}

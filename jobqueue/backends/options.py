@@ -11,12 +11,20 @@ from django.core.signals import setting_changed
 
 from ..broker.base import Broker
 from ..compat import InvalidTask
-from ..connection import DEFAULT_URL, get_client, url_from_cache, validate_url
+from ..connection import (
+    DEFAULT_REPLY_SPIN,
+    DEFAULT_URL,
+    get_client,
+    url_from_cache,
+    validate_url,
+)
 from ..exceptions import ConfigurationError
 from ..task import validate_options
 
 KNOWN_OPTIONS = {"URL", "CACHE", "NAMESPACE", "RESULT_TTL", "PENDING_RESULT_TTL",
-                 "CONNECTION_KWARGS", "MAX_ATTEMPTS", "BACKOFF", "TIMEOUT"}
+                 "CONNECTION_KWARGS", "MAX_ATTEMPTS", "BACKOFF", "TIMEOUT", "REPLY_SPIN_US"}
+#: The most ``REPLY_SPIN_US`` accepts: longer spins only burn the caller's CPU.
+MAX_REPLY_SPIN_US = 10_000
 _NAMESPACE = re.compile(r"^[^\s:*?\[\]]+(:[^\s:*?\[\]]+)*$")
 
 
@@ -31,6 +39,8 @@ class BackendOptions:
     connection_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Defaults for tasks that set none: max_attempts, backoff, timeout.
     task_defaults: dict[str, Any] = field(default_factory=dict)
+    #: Seconds an enqueue or result read polls for Redis' reply before sleeping.
+    reply_spin: float = DEFAULT_REPLY_SPIN
     error: str | None = None
 
 
@@ -39,6 +49,18 @@ def _ttl(options: dict[str, Any], key: str, default: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigurationError(f"{where}[{key!r}] must be a positive number of seconds")
     return value
+
+
+def _reply_spin(options: dict[str, Any], where: str) -> float:
+    value = options.get("REPLY_SPIN_US")
+    if value is None:
+        return DEFAULT_REPLY_SPIN
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            0 <= value <= MAX_REPLY_SPIN_US):
+        raise ConfigurationError(f"{where}['REPLY_SPIN_US'] must be a whole number of "
+                                 f"microseconds from 0 (never spin) to {MAX_REPLY_SPIN_US:,}, "
+                                 f"got {value!r}")
+    return value / 1e6
 
 
 def _parse(alias: str, options: dict[str, Any]) -> BackendOptions:
@@ -76,6 +98,7 @@ def _parse(alias: str, options: dict[str, Any]) -> BackendOptions:
         result_ttl=_ttl(options, "RESULT_TTL", 86400, where),
         pending_result_ttl=_ttl(options, "PENDING_RESULT_TTL", 30 * 86400, where),
         connection_kwargs=kwargs,
+        reply_spin=_reply_spin(options, where),
     )
 
 
@@ -118,6 +141,7 @@ def broker_for(alias: str, config: BackendOptions) -> Broker:
                     pending_result_ttl=config.pending_result_ttl,
                     backend_alias=alias,
                     task_defaults=config.task_defaults,
+                    reply_spin=config.reply_spin,
                 )
                 _brokers[key] = broker
     return broker

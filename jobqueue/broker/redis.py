@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import redis
 
 from .. import payload, queues
-from ..connection import lane_for
+from ..connection import DEFAULT_REPLY_SPIN, lane_for
 from ..exceptions import BrokerUnavailable
 from ..job import BadJob, Job, Reservation
 from ..keys import Keys
@@ -68,8 +68,11 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisWaitMixin, RedisSc
         pending_result_ttl: int = 30 * 86400,
         backend_alias: str = "default",
         task_defaults: dict[str, Any] | None = None,
+        reply_spin: float = DEFAULT_REPLY_SPIN,
     ) -> None:
         self.client = client
+        #: Seconds an enqueue or result read polls for its reply before sleeping.
+        self.reply_spin = reply_spin
         self.keys = Keys(namespace)
         self.namespace = namespace
         self.result_ttl = result_ttl
@@ -117,10 +120,11 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisWaitMixin, RedisSc
         return self._lane.packed("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
 
     def _run_packed(self, names: str | Sequence[str], commands: list[bytes],
-                    meanwhile: Callable[[], object] | None = None) -> list[Any]:
+                    meanwhile: Callable[[], object] | None = None,
+                    spin: float = 0.0) -> list[Any]:
         """Send EVALSHAs of the scripts ``names`` in one round trip on this thread's
         connection (with one command, ``meanwhile`` runs while Redis works: see
-        ``ThreadConnection``).
+        ``ThreadConnection``, which also spins ``spin`` seconds for its reply).
 
         After NOSCRIPT replies (Redis lost its script cache) the scripts are loaded and the
         commands are sent once more. That is safe: a NOSCRIPT command did not run, and every
@@ -131,7 +135,7 @@ class RedisBroker(RedisProduceMixin, RedisPrefetchMixin, RedisWaitMixin, RedisSc
         for attempt in (1, 2):
             if len(commands) == 1:
                 try:
-                    return [lane.call(commands[0], meanwhile)]
+                    return [lane.call(commands[0], meanwhile, spin)]
                 except redis.exceptions.NoScriptError:
                     if attempt == 2:
                         raise

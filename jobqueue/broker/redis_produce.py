@@ -63,6 +63,7 @@ class RedisProduceMixin(Broker):
     _scripts: dict[str, Any]
     _push_keys: dict[str, list[str]]
     _result_prefix: str
+    reply_spin: float
 
     def _call(self, fn: Any, *, flush: bool = True) -> Any:  # pragma: no cover - RedisBroker
         raise NotImplementedError
@@ -71,7 +72,8 @@ class RedisProduceMixin(Broker):
         raise NotImplementedError
 
     def _run_packed(self, names: Any, commands: list[bytes],
-                    meanwhile: Callable[[], object] | None = None) -> list[Any]:  # pragma: no cover
+                    meanwhile: Callable[[], object] | None = None,
+                    spin: float = 0.0) -> list[Any]:  # pragma: no cover
         raise NotImplementedError
 
     # One EVALSHA push.lua per call, packed once and sent on this thread's own connection
@@ -110,7 +112,7 @@ class RedisProduceMixin(Broker):
              meanwhile: Callable[[], object] | None = None) -> None:
         keys, args = self._push_call(job, result)
         command = self._evalsha("push", keys, args)
-        self._call(lambda: self._run_packed("push", [command], meanwhile))
+        self._call(lambda: self._run_packed("push", [command], meanwhile, self.reply_spin))
 
     def push_many(self, items: Sequence[tuple[Job, payload.ResultRecord | None]]) -> None:
         for start in range(0, len(items), PUSH_CHUNK):
@@ -179,7 +181,7 @@ class RedisProduceMixin(Broker):
     def get_result(self, result_id: str) -> payload.ResultRecord | None:
         lane = self._lane
         command = lane.packed("HGETALL", self._result_prefix + result_id)
-        raw = self._call(lambda: lane.call(command))
+        raw = self._call(lambda: lane.call(command, spin=self.reply_spin))
         if not raw:
             return None
         pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
