@@ -101,9 +101,20 @@ def jq_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
     client = server.client()
     one = timed_enqueue(client, lambda n: [noop.enqueue() for _ in range(n)], plan.jobs)
     server.flush()
+    # The same without spinning for the reply (REPLY_SPIN_US=0): the floor's RPUSH sleeps in
+    # recv, so this row shows what the spin is worth in this run.
+    broker = _backend().broker
+    spin, broker.reply_spin = broker.reply_spin, 0.0  # type: ignore[attr-defined]
+    try:
+        sleeping = timed_enqueue(client, lambda n: [noop.enqueue() for _ in range(n)],
+                                 plan.jobs)
+    finally:
+        broker.reply_spin = spin  # type: ignore[attr-defined]
+    server.flush()
     bulk = timed_enqueue(client, lambda n: _backend().enqueue_many(noop, [((), {})] * n),
                          plan.jobs)
     return [enqueue_row(SECTION, "jq.enqueue", "noop.enqueue(), one by one", one),
+            enqueue_row(SECTION, "jq.enqueue_nospin", "the same, REPLY_SPIN_US=0", sleeping),
             enqueue_row(SECTION, "jq.enqueue_many", "backend.enqueue_many()", bulk)]
 
 

@@ -26,6 +26,7 @@ SINGLE_NOFORK = ("rq.work_simple", "celery.solo", "celery.solo_noresult", "drama
 RATIOS: tuple[tuple[str, str, str, str], ...] = (
     *((f"{lib}.enqueue", "floor", "floor.rpush", "RPUSH")
       for lib in ("jq", "rq", "celery", "dramatiq", "huey")),
+    ("jq.enqueue_nospin", "floor", "floor.rpush", "RPUSH"),
     *((key, "floor", "floor.rpush_bulk", "pipelined RPUSH") for key in (
         "jq.enqueue_many", "rq.enqueue_many", "celery.enqueue_bulk", "dramatiq.enqueue_group",
         "huey.enqueue_map")),
