@@ -3,7 +3,8 @@
 Admin, auth, sessions and messages, jobqueue and the benchmark's app, so a worker process has
 the size of a typical project's worker. ``BENCH_REDIS_URL`` (the suite's private Redis) and
 ``BENCH_DB`` come from ``benchmarks/run.py``; no job touches the database. ``BENCH_POOL``
-(JSON) is ``JOBQUEUE["POOL"]`` for ``manage.py pool``. The admin is routed (``bench_urls``)
+(JSON) is ``JOBQUEUE["POOL"]`` for ``manage.py pool``. ``BENCH_IMMORTAL=0`` turns
+``JOBQUEUE["IMMORTAL_HEAP"]`` off, for side-by-side runs. The admin is routed (``bench_urls``)
 so ``run.py --scale`` can render the monitor pages.
 """
 
@@ -56,4 +57,5 @@ TASKS = {"default": {
 # own django.tasks logger makes an INFO record per task (dropped unless DEBUG): off as well.
 LOGGING = {"version": 1, "disable_existing_loggers": False,
            "loggers": {"jobqueue": {"level": "WARNING"}, "django.tasks": {"level": "WARNING"}}}
-JOBQUEUE = {"POOL": json.loads(os.environ.get("BENCH_POOL", "{}"))}
+JOBQUEUE = {"POOL": json.loads(os.environ.get("BENCH_POOL", "{}")),
+            "IMMORTAL_HEAP": os.environ.get("BENCH_IMMORTAL", "1") != "0"}
