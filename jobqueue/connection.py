@@ -380,11 +380,16 @@ class DeferredConnection:
     connection errors; the caller decides what to send again.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, spin: float = 0.0) -> None:
         self.pool = client.connection_pool
         self.conn: Any = None
         self.pid = 0
         self.outstanding = 0
+        #: Seconds ``collect`` polls for a reply before sleeping (as ``_Kept.spin_for_reply``
+        #: does for producers), while the moving average ``wait`` of its waits is below it.
+        self.spin = spin
+        self.wait = 0.0
+        self.spins = self.caught = 0
 
     def send(self, packet: bytes, replies: int) -> None:
         """Write a packet of commands holding ``replies`` replies; read them (with those of
@@ -399,6 +404,7 @@ class DeferredConnection:
         reply is returned in its place)."""
         replies: list[Any] = []
         left = self.outstanding if count is None else min(count, self.outstanding)
+        started = self._spin() if left else 0.0
         while left:
             left -= 1
             try:
@@ -406,7 +412,25 @@ class DeferredConnection:
             except redis.ResponseError as exc:
                 replies.append(exc)
             self.outstanding -= 1
+            if started:  # the first reply, the one that may have been waited for
+                self.wait += (time.perf_counter() - started - self.wait) * 0.125
+                started = 0.0
         return replies
+
+    def _spin(self) -> float:
+        """Poll for the first reply due for up to ``spin`` seconds, if replies have lately
+        come sooner than that; return when the wait began (0.0: not measured)."""
+        if not self.spin:
+            return 0.0
+        started = time.perf_counter()
+        if self.wait < self.spin:
+            self.spins += 1
+            end, can_read = started + self.spin, self.conn.can_read
+            while not can_read(0):
+                if time.perf_counter() >= end:
+                    return started
+            self.caught += 1
+        return started
 
     def reset(self) -> None:
         """Drop the connection (after an error): the next ``send`` opens a new one."""

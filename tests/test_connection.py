@@ -403,3 +403,52 @@ def test_slow_replies_stop_the_spinning_and_fast_ones_bring_it_back(jq, settings
     assert kept.wait < 0.001
     assert kept.spins > spins_when_slow  # fast replies again: spinning again
     assert redis.Redis(unix_socket_path=unix_redis).llen(f"{jq.namespace}:queue:default") == 49
+
+
+def _packer(client: redis.Redis):
+    conn = client.connection_pool.get_connection()
+    client.connection_pool.release(conn)
+    return lambda *args: b"".join(conn.pack_command(*args))
+
+
+def test_a_deferred_connection_spins_for_its_first_reply(unix_redis):
+    """A ``--no-fork`` worker's stream spins for replies as producers do: once per collect,
+    for the first reply due (the rest of a packet's replies are read from the buffer)."""
+    from jobqueue.connection import DeferredConnection
+
+    client = redis.Redis(unix_socket_path=unix_redis)
+    pack = _packer(client)
+    deferred = DeferredConnection(client, spin=0.01)
+    for n in range(20):
+        deferred.send(pack("RPUSH", "k", n) + pack("LLEN", "k"), 2)
+        assert deferred.collect() == [n + 1, n + 1]
+    assert deferred.spins == 20 and deferred.caught >= 18
+    assert 0 < deferred.wait < 0.01
+    never = DeferredConnection(client)  # spin 0 (the default): never spins, never measures
+    never.send(pack("PING"), 1)
+    assert never.collect() == [b"PONG"] and (never.spins, never.wait) == (0, 0.0)
+
+
+def test_a_deferred_connection_stops_spinning_for_slow_replies(unix_redis):
+    from jobqueue.connection import DeferredConnection
+
+    client = redis.Redis(unix_socket_path=unix_redis)
+    pack, other = _packer(client), redis.Redis(unix_socket_path=unix_redis)
+    deferred = DeferredConnection(client, spin=0.001)
+    for _ in range(8):
+        other.execute_command("CLIENT", "PAUSE", 20, "ALL")
+        deferred.send(pack("PING"), 1)
+        assert deferred.collect() == [b"PONG"]
+    assert deferred.spins < 8 and deferred.wait > 0.001
+    slow_spins = deferred.spins
+    for _ in range(40):
+        deferred.send(pack("PING"), 1)
+        deferred.collect()
+    assert deferred.wait < 0.001 and deferred.spins > slow_spins
+
+
+def test_the_brokers_stream_spins_as_configured(jq, settings):
+    _use(settings, URL=jq.url, NAMESPACE=jq.namespace, REPLY_SPIN_US=300)
+    assert get_broker()._async.spin == pytest.approx(300e-6)
+    _use(settings, URL=jq.url, NAMESPACE=jq.namespace, REPLY_SPIN_US=0)
+    assert get_broker()._async.spin == 0.0

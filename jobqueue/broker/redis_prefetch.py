@@ -84,7 +84,8 @@ class RedisPrefetchMixin(Broker):
     def _init_prefetch(self, client: redis.Redis) -> None:
         # Each worker's prefetched jobs, in order, with their reservation tokens.
         self._prefetched: dict[str, deque[tuple[Reservation | BadJob, str | None]]] = {}
-        self._async = DeferredConnection(client)
+        # A --no-fork worker's stream: it spins for replies as producers do (reply_spin).
+        self._async = DeferredConnection(client, self.reply_spin)  # type: ignore[attr-defined]
         self._async_owner: int | None = None  # the thread whose packet is in flight
         # Packets sent whose replies are unread, oldest first.
         self._unread: list[_Packet] = []
