@@ -69,6 +69,30 @@ def test_dumps_keeps_valid_astral_characters():
     assert dumps("😀") == '"😀"'
 
 
+def test_dumps_raises_what_json_dumps_raises():
+    circular: list[Any] = []
+    circular.append(circular)
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    for bad, error, text in [(circular, ValueError, "Circular reference detected"),
+                             (looped, ValueError, "Circular reference detected"),
+                             (float("nan"), ValueError, "Out of range float values"),
+                             ({"when": object()}, TypeError, "is not JSON serializable"),
+                             ({(1, 2): 3}, TypeError, "keys must be str")]:
+        with pytest.raises(error, match=text):
+            json.dumps(bad, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        with pytest.raises(error, match=text):
+            dumps(bad)
+
+
+def test_dumps_is_the_same_after_an_error():
+    # the encoder is built once: a value that failed half-way leaves nothing behind
+    shared = ["x"]
+    with pytest.raises(TypeError):
+        dumps([shared, object()])
+    assert dumps([shared, shared]) == '[["x"],["x"]]'
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_dumps_rejects_nan_and_infinity(value: float):
     with pytest.raises(ValueError):
@@ -710,3 +734,14 @@ def test_fast_time_formats_write_what_strftime_would(dt):
     assert format_iso(dt) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert format_run_at(dt) == utc.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert run_at_of_iso(format_iso(dt)) == format_run_at(dt)
+
+
+def test_format_iso_keeps_its_second_apart_from_other_dates_with_the_same_clock_time():
+    # it keeps the text of the last second it wrote: every field of the date must count
+    now = datetime(2026, 12, 4, 2, 47, 13, 120000, tzinfo=UTC)
+    others = [now.replace(microsecond=5), now.replace(day=5), now.replace(month=11),
+              now.replace(year=2027), now.replace(hour=3), now.replace(minute=48),
+              now.replace(second=14), now.astimezone(timezone(timedelta(hours=-8))),
+              datetime(2026, 12, 4, 18, 47, 13, 120000, tzinfo=timezone(timedelta(hours=16)))]
+    for dt in [now, *others, now, *reversed(others)]:
+        assert format_iso(dt) == dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
