@@ -39,18 +39,10 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 #: strings (2-core AMD VM). This one is built once, with ``_ENCODER``'s own arguments and
 #: without that dict: a circular value ends in ``RecursionError`` and goes to ``_ENCODER``,
 #: which raises its usual ``ValueError``.
+#: (Without CPython's ``_json`` it is None, and ``_ENCODER.encode`` does the work.)
 _C_ENCODE = None if c_make_encoder is None else c_make_encoder(
     None, _ENCODER.default, encode_basestring, None, _ENCODER.key_separator,
     _ENCODER.item_separator, _ENCODER.sort_keys, _ENCODER.skipkeys, _ENCODER.allow_nan)
-
-
-def _encode(obj: Any) -> str:
-    if _C_ENCODE is None:  # pragma: no cover - CPython always has the C encoder
-        return _ENCODER.encode(obj)
-    try:
-        return "".join(_C_ENCODE(obj, 0))
-    except RecursionError:
-        return _ENCODER.encode(obj)
 
 
 def dumps(obj: Any) -> str:
@@ -60,7 +52,10 @@ def dumps(obj: Any) -> str:
     strings) cannot be written as UTF-8 nor read by Lua's cjson even as ``\\u`` escapes:
     each becomes U+FFFD, so every record stays valid JSON for every Resque client.
     """
-    text = _encode(obj)
+    try:
+        text = _ENCODER.encode(obj) if _C_ENCODE is None else "".join(_C_ENCODE(obj, 0))
+    except RecursionError:  # a circular value: the stdlib encoder raises its ValueError
+        text = _ENCODER.encode(obj)
     if not text.isascii() and _LONE_SURROGATE.search(text):
         text = _LONE_SURROGATE.sub("\ufffd", text)
     return text
