@@ -61,6 +61,7 @@ class Plan:
 
     jobs: int  # jobs a worker processes per throughput run
     redis_ops: int  # RPUSH / BLPOP floor operations
+    bulk_jobs: int  # jobs of each bulk-enqueue row: as many as the pipelined RPUSH floor's
     forks: int  # iterations of the bare fork loop
     rq_fork_jobs: int  # RQ's forking Worker is slow: fewer jobs keep the run short
     samples: int  # idle-latency samples per worker kind
@@ -70,7 +71,8 @@ class Plan:
     @classmethod
     def make(cls, jobs: int | None, quick: bool, rounds: int | None = None) -> Plan:
         n = jobs or (400 if quick else 2000)
-        return cls(jobs=n, redis_ops=10 * n, forks=n, rq_fork_jobs=max(n // 4, 50),
+        return cls(jobs=n, redis_ops=10 * n, bulk_jobs=10 * n, forks=n,
+                   rq_fork_jobs=max(n // 4, 50),
                    samples=100 if quick else 200, starts=1 if quick else 3,
                    rounds=rounds or (1 if quick else 3))
 

@@ -112,7 +112,7 @@ def jq_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
         broker.reply_spin = spin  # type: ignore[attr-defined]
     server.flush()
     bulk = timed_enqueue(client, lambda n: _backend().enqueue_many(noop, [((), {})] * n),
-                         plan.jobs)
+                         plan.bulk_jobs)
     return [enqueue_row(SECTION, "jq.enqueue", "noop.enqueue(), one by one", one),
             enqueue_row(SECTION, "jq.enqueue_nospin", "the same, REPLY_SPIN_US=0", sleeping),
             enqueue_row(SECTION, "jq.enqueue_many", "backend.enqueue_many()", bulk)]

@@ -80,7 +80,7 @@ def rq_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
     client = server.client()
     one = timed_enqueue(client, lambda n: [queue.enqueue(NOOP) for _ in range(n)], plan.jobs)
     server.flush()
-    bulk = timed_enqueue(client, lambda n: _enqueue_many(queue, n), plan.jobs)
+    bulk = timed_enqueue(client, lambda n: _enqueue_many(queue, n), plan.bulk_jobs)
     return [enqueue_row(SECTION, "rq.enqueue", "Queue.enqueue(), one by one", one),
             enqueue_row(SECTION, "rq.enqueue_many", "Queue.enqueue_many(), x1000", bulk)]
 

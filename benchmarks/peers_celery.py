@@ -89,7 +89,7 @@ def celery_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
     client = server.client()
     one = timed_enqueue(client, lambda n: [noop.delay() for _ in range(n)], plan.jobs)
     server.flush()
-    bulk = timed_enqueue(client, _bulk, plan.jobs)
+    bulk = timed_enqueue(client, _bulk, plan.bulk_jobs)
     return [enqueue_row(SECTION, "celery.enqueue", "noop.delay(), one by one", one),
             enqueue_row(SECTION, "celery.enqueue_bulk",
                         f"apply_async in Producer.batch({BATCH})", bulk)]

@@ -70,7 +70,7 @@ def dramatiq_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
     client = server.client()
     one = timed_enqueue(client, lambda n: [noop.send() for _ in range(n)], plan.jobs)
     server.flush()
-    bulk = timed_enqueue(client, _group, plan.jobs)
+    bulk = timed_enqueue(client, _group, plan.bulk_jobs)
     return [enqueue_row(SECTION, "dramatiq.enqueue", "noop.send(), one by one", one),
             enqueue_row(SECTION, "dramatiq.enqueue_group", "group([...]).run()", bulk)]
 

@@ -58,7 +58,7 @@ def huey_enqueue(server: PrivateRedis, plan: Plan) -> list[Row]:
     client = server.client()
     one = timed_enqueue(client, lambda n: [noop() for _ in range(n)], plan.jobs)
     server.flush()
-    bulk = timed_enqueue(client, lambda n: noop.map([()] * n), plan.jobs)
+    bulk = timed_enqueue(client, lambda n: noop.map([()] * n), plan.bulk_jobs)
     return [enqueue_row(SECTION, "huey.enqueue", "noop(), one by one", one),
             enqueue_row(SECTION, "huey.enqueue_map", "noop.map([...])", bulk)]
 
