@@ -28,6 +28,7 @@ import redis
 
 import jobqueue
 from jobqueue.backends.redis import RedisBackend
+from jobqueue.backends.results import result_copies
 from jobqueue.compat import (
     InvalidTask,
     TaskResult,
@@ -656,6 +657,26 @@ def test_enqueue_many_results_equal_ordinary_task_results_with_lists_of_their_ow
     results[0].errors.append("x")
     assert results[1].errors == []
     assert tasks.echo.get_backend().get_result(results[3].id).kwargs == {"a": [1, [2, 3]]}
+
+
+@pytest.mark.parametrize("slots", [True, False])
+def test_result_copies_set_every_field_with_or_without_slots(slots):
+    @dataclasses.dataclass(frozen=True, slots=slots, kw_only=True)
+    class Result:  # a stand-in: Django's TaskResult has slots, another class may not
+        id: str
+        args: list[Any]
+        kwargs: dict[str, Any]
+        status: str
+        errors: list[str]
+
+    template = Result(id="", args=[], kwargs={}, status="READY", errors=[])
+    copy = result_copies(template)  # type: ignore[arg-type]
+    first, second = copy("a", [1], {"k": 2}), copy("b", [], {})
+    assert first == Result(id="a", args=[1], kwargs={"k": 2}, status="READY", errors=[])
+    assert second == Result(id="b", args=[], kwargs={}, status="READY", errors=[])
+    assert first.errors is not second.errors is not template.errors
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.status = "RUNNING"  # type: ignore[misc]
 
 
 def test_enqueue_many_refuses_run_after(jq):
