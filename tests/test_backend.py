@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import gc
 import json
 import math
 import os
@@ -28,7 +29,7 @@ import redis
 
 import jobqueue
 from jobqueue.backends.redis import RedisBackend
-from jobqueue.backends.results import result_copies
+from jobqueue.backends.results import gc_paused, result_copies
 from jobqueue.compat import (
     InvalidTask,
     TaskResult,
@@ -677,6 +678,36 @@ def test_result_copies_set_every_field_with_or_without_slots(slots):
     assert first.errors is not second.errors is not template.errors
     with pytest.raises(dataclasses.FrozenInstanceError):
         first.status = "RUNNING"  # type: ignore[misc]
+
+
+def test_enqueue_many_pauses_the_cyclic_collector_and_resumes_it(jq):
+    seen: list[bool] = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append(gc.isenabled())
+
+    task_enqueued.connect(receiver)
+    try:
+        tasks.echo.get_backend().enqueue_many(tasks.echo, [((i,), {}) for i in range(3)])
+        assert seen == [False, False, False] and gc.isenabled()
+        gc.disable()  # a caller that turned it off keeps it off
+        try:
+            tasks.echo.get_backend().enqueue_many(tasks.echo, [((1,), {})])
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        with pytest.raises(InvalidTaskArguments):  # a refused call leaves it on
+            tasks.echo.get_backend().enqueue_many(tasks.echo, [((object(),), {})])
+        assert gc.isenabled()
+    finally:
+        task_enqueued.disconnect(receiver)
+
+
+def test_gc_paused_resumes_the_collector_after_an_error():
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("boom")
+    assert gc.isenabled()
 
 
 def test_enqueue_many_refuses_run_after(jq):

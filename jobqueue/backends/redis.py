@@ -39,7 +39,7 @@ from ..job import Job
 from ..payload import ResultRecord
 from ..task import OPTION_NAMES, JobqueueTask, task_option, validate_options
 from .options import BackendOptions, broker_for, generation, parse_options
-from .results import check_arguments, result_copies, to_task_result
+from .results import check_arguments, gc_paused, result_copies, to_task_result
 
 logger = logging.getLogger("jobqueue.backend")
 #: Tasks a backend remembers as validated (``using()`` makes new ones; then it starts over).
@@ -160,12 +160,20 @@ class RedisBackend(BaseTaskBackend):
         enqueues nothing. The jobs share one ``enqueued_at``, the time of the call. While
         Redis stores each 1,000, their ``TaskResult``s are built and ``task_enqueued`` is sent
         for the ones stored before them.
+
+        The cyclic garbage collector is paused meanwhile (``gc_paused``): the call makes five
+        tracked objects a job and no cycles, and in a Django-sized process the full
+        collections they set off cost 30-40% of the call's CPU at 20,000 jobs.
         """
         self.validate_task(task)
         if task.run_after is not None and task.run_after > datetime.now(UTC):
             raise InvalidTask("enqueue_many() does not take run_after; enqueue delayed jobs "
                               "one by one")
-        arguments = [check_arguments(task, a, k) for a, k in calls]
+        with gc_paused():
+            return self._enqueue_checked(task, [check_arguments(task, a, k) for a, k in calls])
+
+    def _enqueue_checked(self, task: Task, arguments: list[tuple[list[Any], dict[str, Any]]]
+                         ) -> list[TaskResult]:
         checked = [(result_id, a, k) for result_id, (a, k)
                    in zip(new_result_ids(len(arguments)), arguments, strict=True)]
         now = datetime.now(UTC)

@@ -7,10 +7,12 @@ identity check holds; names that are no longer registered get a placeholder task
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from types import MemberDescriptorType
 from typing import Any
@@ -255,6 +257,24 @@ def result_copies(template: TaskResult) -> Callable[[str, list[Any], dict[str, A
         return result
 
     return copy
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector around a bulk build that makes no cycles.
+
+    Reference counting still frees everything; only cycle detection waits, and a collection
+    that came due meanwhile runs at the next allocation after. A collector that was off
+    stays off (and another thread's pause is left alone: only the outermost one resumes it).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _setter(cls: type, name: str) -> Callable[[Any, Any], None]:
