@@ -44,6 +44,9 @@ SECTION = "jobqueue"
 MANAGE = ROOT / "benchmarks" / "manage.py"
 CHUNK = 10_000  # enqueue_many calls when filling (it pipelines 1,000 jobs per round trip)
 JOBS_PER_CHILD = (1, 10, 100)
+#: Environment of the rows for fork mode without its fork server (``bench_settings`` makes
+#: it ``JOBQUEUE["FORK_SERVER"] = False``).
+NO_FORK_SERVER = {"BENCH_FORK_SERVER": "0"}
 
 
 def setup_django(env: dict[str, str]) -> None:
@@ -130,10 +133,9 @@ def _burst(server: PrivateRedis, env: dict[str, str], plan: Plan, key: str, labe
 
 
 def jq_work(server: PrivateRedis, env: dict[str, str], plan: Plan) -> list[Row]:
-    lean = {**env, "BENCH_FORK_SERVER": "0"}
     return [_burst(server, env, plan, "jq.work_fork", "Worker, fork per job, burst", ["fork"]),
-            _burst(server, lean, plan, "jq.work_fork_noserver", "  the same, FORK_SERVER = False",
-                   ["fork"]),
+            _burst(server, {**env, **NO_FORK_SERVER}, plan, "jq.work_fork_noserver",
+                   "  the same, FORK_SERVER = False", ["fork"]),
             _burst(server, env, plan, "jq.work_nofork", "Worker, no fork, burst (prefetch 8)",
                    ["nofork"]),
             _burst(server, env, plan, "jq.work_nofork_p1", "Worker, no fork, prefetch 1, burst",
@@ -215,25 +217,25 @@ def _enqueue_stamp(key: str) -> Any:
     return lambda: _succeeded(stamp, result.id)
 
 
-#: The start-up rows: mode, key, label. ``FORK_SERVER = False`` is the lean fork mode (one
-#: process while idle, Resque's fork after each reservation): the default's memory and
-#: latency against it, in the same run.
-START_MODES = (("fork", "jq.start_fork", "manage.py worker (fork per job)"),
-               ("fork-noserver", "jq.start_fork_noserver", "  the same, FORK_SERVER = False"),
-               ("nofork", "jq.start_nofork", "manage.py worker --no-fork"))
+#: The start-up rows: log name, key, label, extra worker arguments, extra environment.
+#: ``FORK_SERVER = False`` is the lean fork mode (one process while idle, Resque's fork after
+#: each reservation): the default's memory and latency against it, in the same run.
+START_MODES: tuple[tuple[str, str, str, list[str], dict[str, str]], ...] = (
+    ("fork", "jq.start_fork", "manage.py worker (fork per job)", [], {}),
+    ("fork-noserver", "jq.start_fork_noserver", "  the same, FORK_SERVER = False", [],
+     NO_FORK_SERVER),
+    ("nofork", "jq.start_nofork", "manage.py worker --no-fork", ["--no-fork"], {}))
 
 
 def jq_start(server: PrivateRedis, env: dict[str, str], plan: Plan, tmp: Path) -> list[Row]:
     """Time to first job, idle memory, idle latency: ``manage.py worker`` (with and without
     its fork server) and ``--no-fork``."""
     rows = []
-    for mode, key, label in START_MODES:
-        command = [sys.executable, str(MANAGE), "worker", "--queues", "default"]
-        command += ["--no-fork"] if mode == "nofork" else []
-        mode_env = {**env, "BENCH_FORK_SERVER": "0"} if mode == "fork-noserver" else env
+    for mode, key, label, extra_args, extra_env in START_MODES:
+        command = [sys.executable, str(MANAGE), "worker", "--queues", "default", *extra_args]
         # Also a few samples 1.5 s apart: the 5 ms gap leaves a fork-mode worker still forking
         # its next child on a pinned core; after 1.5 s it is truly idle.
-        out = start_and_latency(server, mode_env, plan, command, _enqueue_stamp,
+        out = start_and_latency(server, {**env, **extra_env}, plan, command, _enqueue_stamp,
                                 tmp / f"jq-{mode}.log", long_idle=max(3, plan.samples // 20))
         rows.append(start_row(SECTION, key, label, out))
     return rows
