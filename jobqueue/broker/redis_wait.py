@@ -100,7 +100,7 @@ class RedisWaitMixin(Broker):
                 keys, args = self._reserve_call(owner, queues, None, max(prefetch - 1, 0), token)
                 packet += conn.pack_command("EVALSHA", self._scripts["reserve"].sha,
                                             len(keys), *keys, *args)
-            conn.send_packed_command(packet)
+            conn.send_packed_command([b"".join(packet)])  # one write, not one per command
             client_id = conn.read_response() if owner else None
             if not self._await(conn, timeout, interrupt_fd, client_id):
                 if owner:
