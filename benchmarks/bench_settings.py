@@ -4,9 +4,9 @@ Admin, auth, sessions and messages, jobqueue and the benchmark's app, so a worke
 the size of a typical project's worker. ``BENCH_REDIS_URL`` (the suite's private Redis) and
 ``BENCH_DB`` come from ``benchmarks/run.py``; no job touches the database. ``BENCH_POOL``
 (JSON) is ``JOBQUEUE["POOL"]`` for ``manage.py pool``. ``BENCH_IMMORTAL=0`` turns
-``JOBQUEUE["IMMORTAL_HEAP"]`` off and ``BENCH_FORK_SERVER=0`` ``JOBQUEUE["FORK_SERVER"]``, for
-side-by-side runs. The admin is routed (``bench_urls``) so ``run.py --scale`` can render the
-monitor pages.
+``JOBQUEUE["IMMORTAL_HEAP"]`` off, ``BENCH_HUGE_PAGES=0`` ``JOBQUEUE["HUGE_PAGES"]`` and
+``BENCH_FORK_SERVER=0`` ``JOBQUEUE["FORK_SERVER"]``, for side-by-side runs. The admin is
+routed (``bench_urls``) so ``run.py --scale`` can render the monitor pages.
 """
 
 from __future__ import annotations
@@ -60,4 +60,5 @@ LOGGING = {"version": 1, "disable_existing_loggers": False,
            "loggers": {"jobqueue": {"level": "WARNING"}, "django.tasks": {"level": "WARNING"}}}
 JOBQUEUE = {"POOL": json.loads(os.environ.get("BENCH_POOL", "{}")),
             "IMMORTAL_HEAP": os.environ.get("BENCH_IMMORTAL", "1") != "0",
+            "HUGE_PAGES": os.environ.get("BENCH_HUGE_PAGES", "1") != "0",
             "FORK_SERVER": os.environ.get("BENCH_FORK_SERVER", "1") != "0"}

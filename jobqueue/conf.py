@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "FORK_SERVER": True,  # fork mode: a fork server forks job children, not the worker
     "PREFETCH": 8,  # --no-fork: jobs a worker reserves per round trip
     "IMMORTAL_HEAP": True,  # fork mode and pools: make the start-up heap immortal (immortal.py)
+    "HUGE_PAGES": True,  # fork mode and pools: back the start-up heap with huge pages
 }
 
 
@@ -47,6 +48,7 @@ class JobqueueConfig:
     fork_server: bool = True
     prefetch: int = 8
     immortal_heap: bool = True
+    huge_pages: bool = True
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +113,7 @@ def build_config(raw_setting: Mapping[str, Any] | None) -> JobqueueConfig:
         fork_server=_flag(raw, "FORK_SERVER"),
         prefetch=_whole(raw, "PREFETCH"),
         immortal_heap=_flag(raw, "IMMORTAL_HEAP"),
+        huge_pages=_flag(raw, "HUGE_PAGES"),
         raw=raw,
     )
 

@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import immortal
+from . import hugepages, immortal
 from . import signals as hooks
 from .pool_config import PoolConfig, WorkerSpec, describe
 from .pool_state import Action, Exit, ExitNote, PoolState, Reload, Send, Spawn
@@ -78,7 +78,7 @@ class Pool:
     def __init__(self, config: PoolConfig, *, app_name: str = "", grace_period: float = 10.0,
                  inherited: str | None = None, pidfile_fd: int | None = None,
                  setup: Callable[[], object] | None = None,
-                 immortal_heap: bool = False) -> None:
+                 immortal_heap: bool = False, huge_pages: bool = False) -> None:
         self.config = config
         self.app_name = app_name or os.path.basename(os.getcwd())
         self.state = PoolState(config, grace_period)
@@ -88,6 +88,8 @@ class Pool:
         #: Make the heap immortal after ``setup``, before the first worker is forked: the
         #: workers then keep sharing its pages (``immortal``), and each walks only its own.
         self.immortal_heap = immortal_heap
+        #: Then back that heap with huge pages (``hugepages``): cheaper forks, shared likewise.
+        self.huge_pages = huge_pages
         self.signals: SignalQueue | None = None
         self.check_pid: int | None = None
         self.check_deadline = 0.0
@@ -106,6 +108,8 @@ class Pool:
             self.setup()
         if self.immortal_heap:
             immortal.immortalize()
+        if self.huge_pages:
+            hugepages.collapse_heap()
         hooks.pool_started.send(type(self), pool=self)
         logger.info("Pool master %d started: %s (from %s)", self.master_pid,
                     describe(self.config), self.config.source)

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__, immortal, registry, warmup
+from . import __version__, hugepages, immortal, registry, warmup
 from . import signals as hooks
 from .broker.base import Broker, WorkerInfo
 from .childlink import ChildLink
@@ -78,6 +78,7 @@ class Worker(ForkMixin, ChildMixin):
         fork_server: bool | None = None,
         prefetch: int | None = None,
         immortal_heap: bool | None = None,
+        huge_pages: bool | None = None,
         backend_class: type | None = None,
         stop_when: Callable[[], bool] | None = None,
         manage_db_connections: bool = True,
@@ -102,6 +103,8 @@ class Worker(ForkMixin, ChildMixin):
         self.fork_server = config.fork_server if fork_server is None else fork_server
         #: Fork mode: make the start-up heap immortal before the first fork (``immortal``).
         self.immortal_heap = config.immortal_heap if immortal_heap is None else immortal_heap
+        #: Fork mode: back the start-up heap with huge pages before the first fork (``hugepages``).
+        self.huge_pages = config.huge_pages if huge_pages is None else huge_pages
         self._waiting_child: ChildLink | None = None  # a child waiting for a job
         self._server: ForkServer | None = None
         self._served: dict[int, ForkServer] = {}  # children of fork servers, by pid
@@ -158,6 +161,8 @@ class Worker(ForkMixin, ChildMixin):
             warmup.warm_job_path(self.runner, self.id)  # children inherit a warm job path
         if self.fork and self.immortal_heap:
             immortal.immortalize()  # children stop copying pages to count references
+        if self.fork and self.huge_pages:
+            hugepages.collapse_heap()  # each fork copies fewer page-table entries
         if self.fork and self.fork_server:
             self._start_server()  # a copy of the worker as it is now forks the children
             self._waiting_child = self._request_child()

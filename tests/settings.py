@@ -89,6 +89,7 @@ JOBQUEUE = {
     # keep every later test's objects alive. Workers started as processes (manage.py worker,
     # manage.py pool: no pytest imported) keep the default, so the suite runs them with it.
     "IMMORTAL_HEAP": "pytest" not in sys.modules,
+    "HUGE_PAGES": "pytest" not in sys.modules,  # (the same: it would collapse pytest's heap)
 }
 
 LOGGING = {

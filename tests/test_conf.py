@@ -37,19 +37,20 @@ def test_documented_defaults():
     assert DEFAULTS == {"RESQUE_CLASSES": {}, "TASK_MODULES": [], "INTERVAL": 5.0,
                         "GRACE_PERIOD": 10.0, "HEARTBEAT_INTERVAL": 5.0, "SETUP": [],
                         "POOL": {}, "SCHEDULE": {}, "FORK_SERVER": True,
-                        "PREFETCH": 8, "IMMORTAL_HEAP": True}
+                        "PREFETCH": 8, "IMMORTAL_HEAP": True, "HUGE_PAGES": True}
 
 
+@pytest.mark.parametrize("key", ["IMMORTAL_HEAP", "HUGE_PAGES"])
 @pytest.mark.parametrize("value", [True, False])
-def test_immortal_heap_is_a_flag(value: bool):
-    assert build_config({"IMMORTAL_HEAP": value}).immortal_heap is value
+def test_heap_options_are_flags(key: str, value: bool):
+    assert getattr(build_config({key: value}), key.lower()) is value
 
 
+@pytest.mark.parametrize("key", ["IMMORTAL_HEAP", "HUGE_PAGES"])
 @pytest.mark.parametrize("value", [1, "no", None])
-def test_immortal_heap_must_be_true_or_false(value: Any):
-    with pytest.raises(ConfigurationError, match=r"JOBQUEUE\['IMMORTAL_HEAP'\] must be True "
-                                                 "or False"):
-        build_config({"IMMORTAL_HEAP": value})
+def test_heap_options_must_be_true_or_false(key: str, value: Any):
+    with pytest.raises(ConfigurationError, match=rf"JOBQUEUE\['{key}'\] must be True or False"):
+        build_config({key: value})
 
 
 @pytest.mark.parametrize("value", [True, False])

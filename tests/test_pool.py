@@ -472,3 +472,21 @@ def test_the_master_makes_its_heap_immortal_and_each_worker_walks_only_its_own(j
         r"Immortal heap \(pid (\d+)\): (\d+) objects", pool.log())}
     assert made[pool.pid] > 10_000
     assert made[worker] < made[pool.pid] / 2  # the master's objects are not written again
+
+
+def test_the_master_backs_its_heap_with_huge_pages_and_workers_keep_sharing_them(jq, start_pool):
+    from tests.test_hugepages import needs_thp
+
+    if needs_thp.args[0]:
+        pytest.skip(needs_thp.kwargs["reason"])
+    pool = start_pool({"default": 1})
+    [worker] = pool.wait_counts({"default": 1})
+    pool.wait_log(f"Huge pages (pid {worker})")
+    done = {int(pid): (int(mib), int(shared)) for pid, mib, shared in re.findall(
+        r"Huge pages \(pid (\d+)\): (\d+) MiB of heap collapsed \((\d+) ranges shared",
+        pool.log())}
+    assert done[pool.pid][0] >= 2  # the master's start-up heap
+    # The worker finds those ranges shared with the master and leaves them so: collapsing
+    # them would give it a copy of its own.
+    assert done[worker][1] >= done[pool.pid][0] // 4, done  # (MiB // 2 = ranges; half)
+    assert done[worker][0] < done[pool.pid][0], done

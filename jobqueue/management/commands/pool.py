@@ -67,7 +67,8 @@ class Command(BaseCommand):
             pool = Pool(config, app_name=options["appname"] or "",
                         grace_period=get_config().grace_period, inherited=inherited,
                         pidfile_fd=pidfile.fd if pidfile else None, setup=_setup,
-                        immortal_heap=get_config().immortal_heap)
+                        immortal_heap=get_config().immortal_heap,
+                        huge_pages=get_config().huge_pages)
             code = pool.run()
         finally:
             if pidfile is not None:
