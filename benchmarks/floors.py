@@ -5,7 +5,9 @@
 * fork: a process that ran ``django.setup()`` with the benchmark settings (the size of a real
   worker) doing ``os.fork()``; child ``os._exit(0)``; parent ``os.waitpid`` in a loop. The
   same loop in a process the size of an RQ worker (redis-py and rq imported), since the cost
-  of a fork grows with the parent's resident memory (its page tables are copied).
+  of a fork grows with the parent's resident memory (its page tables are copied); and the
+  Django loop again after ``jobqueue.hugepages.collapse_heap()``, which a fork-mode worker
+  does before its first fork: what the machine's fork costs with that heap in huge pages.
 
 * latency: a process blocked in ``BLPOP`` that, per item, RPUSHes ``time.time()`` back
   (``bare``: redis-py only), or forks a child that takes the time and reports it through a
@@ -13,8 +15,8 @@
   worker's). Their start-up time and idle memory are the floors of time to first job and of
   a worker's RSS.
 
-Run as a child (``python -m benchmarks.floors fork-loop django|plain N``, ``blpop-loop
-bare|fork``).
+Run as a child (``python -m benchmarks.floors fork-loop django|django-huge|plain N``,
+``blpop-loop bare|fork``).
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def fork_floor(env: dict[str, str], plan: Plan) -> list[Row]:
     like an RQ worker (redis-py and rq): fork time grows with the parent's resident size."""
     rows = []
     for profile, key, label in (("django", "floor.fork", "Django process"),
+                                ("django-huge", "floor.fork_huge",
+                                 "Django process, heap in huge pages"),
                                 ("plain", "floor.fork_plain", "plain process, rq imported")):
         out = run_child("benchmarks.floors", ["fork-loop", profile, str(plan.forks)], env)
         forks, seconds = int(out["forks"]), float(out["seconds"])
@@ -122,12 +126,13 @@ def latency_floor(server: PrivateRedis, env: dict[str, str], plan: Plan,
 def _load(profile: str) -> None:
     """Import what a worker of ``profile`` holds, so the process has a worker's size.
 
-    ``django``: ``django.setup()`` with the benchmark settings plus jobqueue's worker modules;
+    ``django``: ``django.setup()`` with the benchmark settings plus jobqueue's worker modules
+    (``django-huge``: then its heap collapsed into huge pages, as a fork-mode worker's is);
     ``plain``: redis-py and rq, as ``rq worker`` has before its first job.
     """
     if profile == "bare":
         return
-    if profile == "django":
+    if profile.startswith("django"):
         import django
 
         django.setup()
@@ -142,6 +147,12 @@ def _load(profile: str) -> None:
 def fork_loop(profile: str, count: str) -> dict[str, Any]:
     n = int(count)
     _load(profile)
+    huge = None
+    if profile == "django-huge":
+        from jobqueue import hugepages
+
+        done = hugepages.collapse_heap()
+        huge = None if done is None else done.bytes >> 20
     rss = rss_kib()
     for _ in range(min(n // 10, 50)):  # warm up: page tables, allocator
         _fork_once()
@@ -149,7 +160,8 @@ def fork_loop(profile: str, count: str) -> dict[str, Any]:
     for _ in range(n):
         _fork_once()
     seconds = time.perf_counter() - started
-    return {"forks": n, "seconds": seconds, "rss_kib": rss, "profile": profile}
+    return {"forks": n, "seconds": seconds, "rss_kib": rss, "profile": profile,
+            "huge_mib": huge}
 
 
 def _fork_once() -> None:

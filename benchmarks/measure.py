@@ -199,16 +199,32 @@ class RedisSnapshot:
                 "top_commands": dict(delta.most_common(8))}
 
 
-def measured_in_child(run: Callable[[], int]) -> dict[str, Any]:
-    """Run ``run()`` (returns jobs done) in a child; time it, count its CPU and Redis work."""
+def measured_in_child(run: Callable[[], int],
+                      steady: Callable[[Callable[[], None]], None] | None = None
+                      ) -> dict[str, Any]:
+    """Run ``run()`` (returns jobs done) in a child; time it, count its CPU and Redis work.
+
+    ``steady(restart)``, if given, makes the worker call ``restart()`` once its start-up is
+    over: time, CPU and Redis work then cover its processing alone, as the live drains' do
+    (start-up is what the start-up rows measure); ``startup_seconds`` says what was left out.
+    """
     client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
-    before, cpu = RedisSnapshot.take(client), own_cpu()
-    started = time.perf_counter()
+    mark: dict[str, Any] = {}
+
+    def restart() -> None:
+        mark.update(before=RedisSnapshot.take(client), cpu=own_cpu(),
+                    started=time.perf_counter())
+
+    restart()
+    called = mark["started"]
+    if steady is not None:
+        steady(restart)
     processed = run()
-    seconds = time.perf_counter() - started
-    cpu = own_cpu() - cpu
+    seconds = time.perf_counter() - mark["started"]
+    cpu = own_cpu() - mark["cpu"]
     return {"seconds": seconds, "processed": processed, "cpu_seconds": cpu,
-            **RedisSnapshot.take(client).since(before)}
+            "startup_seconds": mark["started"] - called,
+            **RedisSnapshot.take(client).since(mark["before"])}
 
 
 def per_job(out: dict[str, Any], jobs: int, peak: TreeMemory | None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     # jobs_per_child > 1 forks once per N jobs: the fork loop is no floor for it
     *((key, "floor", "floor.fork", "fork loop") for key in ("jq.work_fork", "jq.work_jpc1",
                                                              "jq.work_fork_noserver")),
+    ("jq.work_fork", "floor", "floor.fork_huge", "fork loop, huge pages"),
     *((f"jq.work_jpc{n}", "peer", "jq.work_fork", "fork per job") for n in (10, 100)),
     ("jq.work_fork", "peer", "rq.work_fork", "rq.Worker"),
     *((key, "floor", "floor.blpop", "BLPOP") for key in ("jq.work_nofork", "jq.work_nofork_p1",
