@@ -8,50 +8,20 @@ not ``never`` (the development and CI machines), and say so where that is missin
 from __future__ import annotations
 
 import ctypes
-import json
 import mmap
 import os
 import re
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from jobqueue import hugepages
 from tests.testapp import tasks
-from tests.worker_support import make_workers
+from tests.worker_support import in_child, make_workers
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 HUGE = 2 << 20
-
-
-def _in_child(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a forked child; return what it returned (JSON), or fail with its error."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_fd)
-            try:
-                out = {"value": fn()}
-            except BaseException as exc:  # reported to the parent
-                out = {"error": f"{type(exc).__name__}: {exc}"}
-            os.write(write_fd, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    chunks = []
-    while chunk := os.read(read_fd, 65536):
-        chunks.append(chunk)
-    os.close(read_fd)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    out = json.loads(b"".join(chunks))
-    assert "error" not in out, out["error"]
-    return out["value"]
 
 
 def _kernel_collapses() -> bool:
@@ -64,7 +34,7 @@ def _kernel_collapses() -> bool:
         madvise = hugepages._madvise()
         return madvise is not None and madvise(aligned, HUGE, hugepages.MADV_COLLAPSE) == 0
 
-    return hugepages.thp_mode() not in ("", "never") and _in_child(probe)
+    return hugepages.thp_mode() not in ("", "never") and in_child(probe)
 
 
 needs_thp = pytest.mark.skipif(
@@ -165,7 +135,7 @@ def test_dense_heap_memory_becomes_huge_pages_and_keeps_its_contents():
         return {"before": before, "after": _huge_kib(), "ranges": done.ranges,
                 "bytes": done.bytes, "size": len(data)}
 
-    out = _in_child(run)
+    out = in_child(run)
     assert out["ranges"] >= 4 and out["bytes"] == out["ranges"] * HUGE
     assert out["after"] >= out["before"] + 4 * HUGE // 1024  # 4 of the 5 ranges at least
 
@@ -178,7 +148,7 @@ def test_contents_survive_the_collapse_byte_for_byte():
         hugepages.collapse_heap()
         return data == copy and _huge_kib() > 0
 
-    assert _in_child(run) is True
+    assert in_child(run) is True
 
 
 @needs_thp
@@ -192,7 +162,7 @@ def test_memory_shared_with_the_parent_is_left_shared():
         return {"shared": done.skipped_shared, "grew_kib": _huge_kib() - before,
                 "same": hash(bytes(data))}
 
-    out = _in_child(run)
+    out = in_child(run)
     assert out["shared"] >= 3  # the buffer's ranges: every page is the parent's too
     assert out["grew_kib"] == 0  # nothing was copied into a huge page of the child's own
     assert out["same"] == hash(bytes(data))

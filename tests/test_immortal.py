@@ -8,49 +8,18 @@ tests check that nothing changes.
 from __future__ import annotations
 
 import gc
-import json
-import os
 import statistics
 import sys
 import sysconfig
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from jobqueue import immortal
 from tests.testapp import tasks
-from tests.worker_support import make_workers
+from tests.worker_support import in_child, make_workers
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks")
-
-
-def _in_child(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a forked child; return what it returned (JSON), or fail with its error."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_fd)
-            try:
-                out = {"value": fn()}
-            except BaseException as exc:  # reported to the parent
-                out = {"error": f"{type(exc).__name__}: {exc}"}
-            os.write(write_fd, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    chunks = []
-    while chunk := os.read(read_fd, 65536):
-        chunks.append(chunk)
-    os.close(read_fd)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    out = json.loads(b"".join(chunks))
-    assert "error" not in out, out["error"]
-    return out["value"]
 
 
 def sample_function() -> int:
@@ -80,7 +49,7 @@ def test_live_objects_become_immortal_and_references_stop_counting():
                 "before": before, "after": sys.getrefcount(sample_function), "refs": len(refs),
                 "frozen": gc.get_freeze_count()}
 
-    out = _in_child(run)
+    out = in_child(run)
     if not immortal.SUPPORTED:
         assert out["done"] is None and out["immortal"] == [False] * 7
         assert out["after"] == out["before"] + 3
@@ -112,7 +81,7 @@ def test_objects_with_a_finalizer_frames_and_generators_stay_mortal_and_are_fina
         del holder["finalized"]  # an immortal dict still drops its references
         return {"kept": kept, "log": log}
 
-    out = _in_child(run)
+    out = in_child(run)
     assert out["log"] == ["gone"]  # the finalizer ran when the object died
     if immortal.SUPPORTED:
         # (what the finalized object held is immortal: it outlives it, as the docs say)
@@ -130,7 +99,7 @@ def test_a_second_pass_writes_and_walks_only_what_is_new():
             return None
         return [first.objects, second.objects, sum(map(immortal.is_immortal, fresh))]
 
-    out = _in_child(run)
+    out = in_child(run)
     if not immortal.SUPPORTED:
         assert out is None
         return

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,31 @@ def redis_clients_of(client: Any, pid: int) -> list[dict[str, Any]]:
     """The ``CLIENT LIST`` entries of the connections process ``pid`` has to Redis."""
     ports = local_ports(pid)
     return [c for c in client.client_list() if int(c["addr"].rpartition(":")[2]) in ports]
+
+
+def in_child(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a forked child; return what it returned (JSON), or fail with its error."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_fd)
+            try:
+                out = {"value": fn()}
+            except BaseException as exc:  # reported to the parent
+                out = {"error": f"{type(exc).__name__}: {exc}"}
+            os.write(write_fd, json.dumps(out).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    while chunk := os.read(read_fd, 65536):
+        chunks.append(chunk)
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    out = json.loads(b"".join(chunks))
+    assert "error" not in out, out["error"]
+    return out["value"]
