@@ -25,7 +25,7 @@ Python's arenas are 1 MiB mappings: only runs of them that happen to be adjacent
 heap) hold a whole aligned 2 MiB range, about 60% of a Django worker's anonymous memory.
 
 Measured (2026-12-07, 2-core AMD VM, kernel 6.18, Python 3.12, the benchmark's no-op job, fork
-per job, Redis on the other core): see docs/performance.md, "Huge pages".
+per job, Redis on the other core): see docs/workers.md, "Huge pages", and docs/performance.md.
 
 It runs in fork mode, after the immortal heap, before the fork server is forked, and in the
 pool master (``JOBQUEUE["HUGE_PAGES"]``, default on). Where the kernel has no
