@@ -169,30 +169,6 @@ def test_memory_shared_with_the_parent_is_left_shared():
 
 
 # ============================================================================ in the worker
-def test_a_fork_mode_worker_collapses_after_the_immortal_heap_and_before_its_server(
-        jq, monkeypatch):
-    from jobqueue import immortal, warmup
-    from jobqueue.worker import Worker
-
-    order: list[str] = []
-    monkeypatch.setattr(warmup, "warm_job_path", lambda runner, worker_id: None)
-    monkeypatch.setattr(immortal, "immortalize", lambda: order.append("immortal"))
-    monkeypatch.setattr(hugepages, "collapse_heap", lambda: order.append("huge"))
-    monkeypatch.setattr(Worker, "_start_server", lambda self: order.append("server"))
-    monkeypatch.setattr(Worker, "_request_child", lambda self: None)
-    for options, expected in (
-        ({"fork": True, "huge_pages": True}, ["immortal", "huge", "server"]),
-        ({"fork": True, "huge_pages": False}, ["immortal", "server"]),
-        ({"fork": True, "huge_pages": True, "fork_server": False}, ["immortal", "huge"]),
-        ({"fork": False, "huge_pages": True}, []),  # --no-fork never forks a job
-    ):
-        order.clear()
-        worker = Worker(jq.broker, ["default"], burst=True, immortal_heap=True, **options)
-        worker._startup()
-        worker._teardown()
-        assert order == expected
-
-
 def test_the_setting_is_on_by_default_and_off_in_the_pytest_process():
     from jobqueue.conf import build_config, get_config
     from jobqueue.worker import Worker

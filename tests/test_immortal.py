@@ -117,20 +117,25 @@ def test_where_objects_cannot_be_immortal_it_does_nothing(monkeypatch):
 
 
 # ============================================================================ in the worker
-def test_a_fork_mode_worker_makes_its_heap_immortal_after_the_warm_up(jq, monkeypatch):
-    from jobqueue import warmup
+def test_a_fork_mode_worker_warms_then_makes_its_heap_immortal_then_huge_then_forks(
+        jq, monkeypatch):
+    from jobqueue import hugepages, warmup
     from jobqueue.worker import Worker
 
     order: list[str] = []
     monkeypatch.setattr(warmup, "warm_job_path", lambda runner, worker_id: order.append("warm"))
     monkeypatch.setattr(immortal, "immortalize", lambda: order.append("immortal"))
+    monkeypatch.setattr(hugepages, "collapse_heap", lambda: order.append("huge"))
     monkeypatch.setattr(Worker, "_start_server", lambda self: order.append("server"))
     monkeypatch.setattr(Worker, "_request_child", lambda self: None)
+    on = {"immortal_heap": True, "huge_pages": True}
     for options, expected in (
-        ({"fork": True, "immortal_heap": True}, ["warm", "immortal", "server"]),
-        ({"fork": True, "immortal_heap": False}, ["warm", "server"]),
-        ({"fork": True, "immortal_heap": True, "fork_server": False}, ["warm", "immortal"]),
-        ({"fork": False, "immortal_heap": True}, []),  # --no-fork never forks a job
+        ({"fork": True, **on}, ["warm", "immortal", "huge", "server"]),
+        ({"fork": True, "immortal_heap": False, "huge_pages": True}, ["warm", "huge", "server"]),
+        ({"fork": True, "immortal_heap": True, "huge_pages": False},
+         ["warm", "immortal", "server"]),
+        ({"fork": True, "fork_server": False, **on}, ["warm", "immortal", "huge"]),
+        ({"fork": False, **on}, []),  # --no-fork never forks a job
     ):
         order.clear()
         worker = Worker(jq.broker, ["default"], burst=True, **options)
