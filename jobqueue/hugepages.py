@@ -17,8 +17,8 @@ heap, Python's arenas) where
   zeroes, so a range grows by at most 128 KiB;
 * every resident page belongs to this process alone (``/proc/self/pagemap``'s exclusive bit):
   a page shared with a parent, such as a pool master's pages in its workers, would be
-  copied into the new huge page, and the process would stop sharing it. Already huge ranges
-  are shared or skipped the same way.
+  copied into the new huge page, and the process would stop sharing it. (A range already
+  backed by a huge page of this process's own is counted as collapsed: the kernel leaves it.)
 
 So it costs no memory beyond those zero-filled pages, and it takes tens of milliseconds, once.
 Python's arenas are 1 MiB mappings: only runs of them that happen to be adjacent (and malloc's
@@ -29,8 +29,8 @@ per job, Redis on the other core): see docs/workers.md, "Huge pages", and docs/p
 
 It runs in fork mode, after the immortal heap, before the fork server is forked, and in the
 pool master (``JOBQUEUE["HUGE_PAGES"]``, default on). Where the kernel has no
-``MADV_COLLAPSE``, transparent huge pages are ``never``, or ``/proc/self/pagemap`` cannot be
-read, it does nothing.
+``MADV_COLLAPSE``, transparent huge pages are ``never``, pages are not 4 KiB, or
+``/proc/self/pagemap`` cannot be read, it does nothing.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def collapse_heap() -> Collapsed | None:
     about to fork children, after its start-up.
     """
     madvise = _madvise()
-    if madvise is None or thp_mode() in ("", "never"):
+    if madvise is None or thp_mode() in ("", "never") or os.sysconf("SC_PAGE_SIZE") != PAGE:
         return None
     huge = huge_page_size()
     started = time.perf_counter()

@@ -102,6 +102,11 @@ def test_nothing_is_done_where_huge_pages_are_off_or_unknown(tmp_path, monkeypat
     assert hugepages.collapse_heap() is None
 
 
+def test_pages_other_than_4_kib_are_left_alone(monkeypatch):
+    monkeypatch.setattr(hugepages, "PAGE", 65536)  # as if this were an arm64 64 KiB kernel
+    assert hugepages.collapse_heap() is None
+
+
 def test_a_kernel_without_madv_collapse_leaves_everything_as_it_was(monkeypatch):
     calls: list[int] = []
 
