@@ -36,7 +36,6 @@ pool master (``JOBQUEUE["HUGE_PAGES"]``, default on). Where the kernel has no
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -64,10 +63,7 @@ class Collapsed:
     skipped_shared: int  # ranges left alone: a page of theirs is shared with another process
     failed: int  # ranges the kernel refused (no huge page free, or busy)
     seconds: float
-
-    @property
-    def bytes(self) -> int:
-        return self.ranges * huge_page_size()
+    bytes: int  # what the huge pages made hold
 
 
 def huge_page_size() -> int:
@@ -130,6 +126,7 @@ def collapse_heap() -> Collapsed | None:
     huge = huge_page_size()
     started = time.perf_counter()
     made = shared = failed = 0
+    unsupported = False  # the kernel (or its policy) refuses every range
     try:
         with open("/proc/self/maps", encoding="ascii") as maps_file:
             maps = maps_file.read()
@@ -140,23 +137,27 @@ def collapse_heap() -> Collapsed | None:
     words = memoryview(buffer).cast("Q")
     try:
         for start, end in anonymous_ranges(maps, huge):
-            if os.preadv(pagemap, [buffer], start // PAGE * 8) != len(buffer):
+            try:  # (a mapping may go away under us: it is only skipped)
+                if os.preadv(pagemap, [buffer], start // PAGE * 8) != len(buffer):
+                    continue
+            except OSError:
                 continue
             verdict = worth_collapsing(words)
             if verdict is None:
                 shared += 1
+            elif verdict and madvise(start, end - start, MADV_COLLAPSE) == 0:
+                made += 1
             elif verdict:
-                if madvise(start, end - start, MADV_COLLAPSE) == 0:
-                    made += 1
-                elif ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
-                    return None if made == 0 else Collapsed(made, shared, failed + 1,
-                                                            time.perf_counter() - started)
-                else:  # EAGAIN, ENOMEM: no huge page to be had now
-                    failed += 1
+                failed += 1  # EAGAIN, ENOMEM: no huge page to be had now
+                unsupported = ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EPERM)
+                if unsupported:
+                    break
     finally:
         words.release()
         os.close(pagemap)
-    done = Collapsed(made, shared, failed, time.perf_counter() - started)
+    if unsupported and made == 0:
+        return None
+    done = Collapsed(made, shared, failed, time.perf_counter() - started, made * huge)
     logger.info("Huge pages (pid %d): %d MiB of heap collapsed (%d ranges shared, %d refused), "
                 "in %.0f ms", os.getpid(), done.bytes >> 20, shared, failed, done.seconds * 1000)
     return done
@@ -165,11 +166,10 @@ def collapse_heap() -> Collapsed | None:
 def _madvise() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
+    try:  # the process's own symbols, libc's among them (no ldconfig run to find it)
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
         return None
-    madvise = libc.madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     madvise.restype = ctypes.c_int
     return madvise

@@ -25,6 +25,7 @@ import pytest
 
 from jobqueue.pool_config import parse_pool
 from tests.conftest import ROOT
+from tests.test_hugepages import needs_thp
 from tests.testapp import tasks
 from tests.testapp.pool_hooks import hold
 from tests.worker_support import children, descendants, is_fork_server
@@ -474,11 +475,8 @@ def test_the_master_makes_its_heap_immortal_and_each_worker_walks_only_its_own(j
     assert made[worker] < made[pool.pid] / 2  # the master's objects are not written again
 
 
+@needs_thp
 def test_the_master_backs_its_heap_with_huge_pages_and_workers_keep_sharing_them(jq, start_pool):
-    from tests.test_hugepages import needs_thp
-
-    if needs_thp.args[0]:
-        pytest.skip(needs_thp.kwargs["reason"])
     pool = start_pool({"default": 1})
     [worker] = pool.wait_counts({"default": 1})
     pool.wait_log(f"Huge pages (pid {worker})")
