@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "POOL": {},  # queue list -> number of workers (manage.py pool)
     "SCHEDULE": {},  # periodic jobs: name -> {"task", "cron" | "every", "args", ...}
     "FORK_SERVER": True,  # fork mode: a fork server forks job children, not the worker
+    "FORK_SERVER_IDLE_TIMEOUT": 10.0,  # seconds without a job before it stops (None: never)
     "PREFETCH": 8,  # --no-fork: jobs a worker reserves per round trip
     "IMMORTAL_HEAP": True,  # fork mode and pools: make the start-up heap immortal (immortal.py)
     "HUGE_PAGES": True,  # fork mode and pools: back the start-up heap with huge pages
@@ -46,6 +47,7 @@ class JobqueueConfig:
     pool: Mapping[str, Any] = field(default_factory=dict)
     schedule: tuple[Any, ...] = ()
     fork_server: bool = True
+    fork_server_idle_timeout: float | None = 10.0
     prefetch: int = 8
     immortal_heap: bool = True
     huge_pages: bool = True
@@ -66,6 +68,16 @@ def _whole(raw: Mapping[str, Any], key: str, minimum: int = 1) -> int:
         raise ConfigurationError(f"JOBQUEUE[{key!r}] must be a whole number >= {minimum}, "
                                  f"got {value!r}")
     return value
+
+
+def _optional_number(raw: Mapping[str, Any], key: str, *, minimum: float) -> float | None:
+    if raw[key] is None:
+        return None
+    try:
+        return _number(raw, key, minimum=minimum)
+    except ConfigurationError:
+        raise ConfigurationError(f"JOBQUEUE[{key!r}] must be None or a number >= {minimum}, "
+                                 f"got {raw[key]!r}") from None
 
 
 def _flag(raw: Mapping[str, Any], key: str) -> bool:
@@ -111,6 +123,7 @@ def build_config(raw_setting: Mapping[str, Any] | None) -> JobqueueConfig:
         pool=dict(raw["POOL"]),
         schedule=tuple(parse_schedule(raw["SCHEDULE"])),
         fork_server=_flag(raw, "FORK_SERVER"),
+        fork_server_idle_timeout=_optional_number(raw, "FORK_SERVER_IDLE_TIMEOUT", minimum=0.1),
         prefetch=_whole(raw, "PREFETCH"),
         immortal_heap=_flag(raw, "IMMORTAL_HEAP"),
         huge_pages=_flag(raw, "HUGE_PAGES"),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import select
 import signal
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import hugepages
 from . import signals as hooks
 from .childlink import ChildLink, FrameReader, encode_assignment, write_frame
 from .exceptions import DirtyExit, JobTimeout, WorkerShutdown
@@ -57,6 +59,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("jobqueue.worker")
 READ_CHUNK = 65536
+#: Seconds a parking worker waits for its waiting child and its fork server to exit.
+PARK_WAIT = 2.0
 
 
 class ForkMixin:
@@ -86,6 +90,8 @@ class ForkMixin:
             else:  # it exits now: reap it later
                 self._let_go(link)
         self._reap_exiting()
+        if self._parked and not self.shutdown:
+            self._unpark()
         if self._waiting_child is None and not self.shutdown:
             self._waiting_child = self._request_child()  # forked while we record and reserve
 
@@ -206,6 +212,47 @@ class ForkMixin:
             logger.error("The fork server keeps dying; forking children from the worker")
             self._server = None
             return
+        self._start_server()
+
+    # ------------------------------------------------------------------ idle: one process
+    def _maybe_park(self: Worker) -> float:
+        """Stop the fork server once idle for ``fork_server_idle_timeout``; return the seconds
+        until that is due (``math.inf`` when it is not: no server, or no timeout)."""
+        if self._server is None or self.shutdown:
+            return math.inf
+        due = self._busy_at + self.fork_server_idle_timeout - time.monotonic()
+        if due > 0:
+            return due
+        self._park()
+        return math.inf
+
+    def _park(self: Worker) -> None:
+        """Let the waiting child and the fork server go: an idle worker is one process.
+
+        The next job is forked by the worker itself (Resque's way, the cost of
+        ``FORK_SERVER = False`` once), and a new server is started after it. The heap goes
+        back into huge pages first: the server shared those pages, so the worker's own writes
+        had split them, and the next fork copies from here.
+        """
+        if self._waiting_child is not None:
+            link, self._waiting_child = self._waiting_child, None
+            self._let_go(link)
+        deadline = time.monotonic() + PARK_WAIT
+        while self._exiting and time.monotonic() < deadline:  # the server reports their exits
+            self._reap_exiting()
+            time.sleep(0.002)
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(timeout=PARK_WAIT)
+        self._parked = True
+        if self.huge_pages:
+            hugepages.collapse_heap()
+        logger.info("Worker %s idle for %.1f s: fork server stopped, the next job is forked "
+                    "by the worker", self.id, time.monotonic() - self._busy_at)
+
+    def _unpark(self: Worker) -> None:
+        """After the first job since parking: a new fork server for the jobs that follow."""
+        self._parked = False
         self._start_server()
 
     def _let_go(self: Worker, link: ChildLink) -> None:

@@ -20,6 +20,7 @@ CONT    resume after USR2
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import signal
@@ -76,6 +77,7 @@ class Worker(ForkMixin, ChildMixin):
         max_jobs: int | None = None,
         jobs_per_child: int = 1,
         fork_server: bool | None = None,
+        fork_server_idle_timeout: float | None = None,
         prefetch: int | None = None,
         immortal_heap: bool | None = None,
         huge_pages: bool | None = None,
@@ -101,6 +103,11 @@ class Worker(ForkMixin, ChildMixin):
             "prefetch", (config.prefetch if prefetch is None else prefetch) if not fork else 1)
         #: Fork mode: children come from a fork server, not from the worker itself.
         self.fork_server = config.fork_server if fork_server is None else fork_server
+        #: Fork mode: stop the fork server and the child it has ready after this many seconds
+        #: without a job (``math.inf``: never); the next job is forked by the worker itself.
+        idle_timeout = (config.fork_server_idle_timeout if fork_server_idle_timeout is None
+                        else fork_server_idle_timeout)
+        self.fork_server_idle_timeout = math.inf if idle_timeout is None else idle_timeout
         #: Fork mode: make the start-up heap immortal before the first fork (``immortal``).
         self.immortal_heap = config.immortal_heap if immortal_heap is None else immortal_heap
         #: Fork mode: back the start-up heap with huge pages before the first fork (``hugepages``).
@@ -109,6 +116,8 @@ class Worker(ForkMixin, ChildMixin):
         self._server: ForkServer | None = None
         self._served: dict[int, ForkServer] = {}  # children of fork servers, by pid
         self._server_restarts = 0
+        self._parked = False  # the fork server was stopped while idle: restart it after a job
+        self._busy_at = time.monotonic()  # when the last job ended (or the worker started)
         self.backend_class = backend_class or type(None)
         # Checked between jobs and while waiting: e.g. a pooled worker whose master died.
         self.stop_when = stop_when
@@ -166,6 +175,7 @@ class Worker(ForkMixin, ChildMixin):
         if self.fork and self.fork_server:
             self._start_server()  # a copy of the worker as it is now forks the children
             self._waiting_child = self._request_child()
+        self._busy_at = time.monotonic()
         mode = "no fork" if not self.fork else "fork per job" if self.jobs_per_child == 1 \
             else f"fork per {self.jobs_per_child} jobs"
         if self.fork:
@@ -243,6 +253,7 @@ class Worker(ForkMixin, ChildMixin):
             return False
         self.process(reservation)
         self.processed += 1
+        self._busy_at = time.monotonic()
         return True
 
     def _maybe_housekeeping(self) -> None:
@@ -363,7 +374,7 @@ class Worker(ForkMixin, ChildMixin):
     def _idle(self) -> None:
         if self.shutdown:
             return
-        timeout = min(self.interval, self._seconds_to_heartbeat())
+        timeout = min(self.interval, self._seconds_to_heartbeat(), self._maybe_park())
         if self.paused:
             self._sleep(timeout)
             return

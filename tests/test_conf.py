@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ def test_defaults_when_unset_or_empty(raw: Any):
     assert config.pool == {}
     assert config.schedule == ()
     assert config.fork_server is True
+    assert config.fork_server_idle_timeout == 10.0
     assert config.raw == DEFAULTS
 
 
@@ -37,7 +39,8 @@ def test_documented_defaults():
     assert DEFAULTS == {"RESQUE_CLASSES": {}, "TASK_MODULES": [], "INTERVAL": 5.0,
                         "GRACE_PERIOD": 10.0, "HEARTBEAT_INTERVAL": 5.0, "SETUP": [],
                         "POOL": {}, "SCHEDULE": {}, "FORK_SERVER": True,
-                        "PREFETCH": 8, "IMMORTAL_HEAP": True, "HUGE_PAGES": True}
+                        "FORK_SERVER_IDLE_TIMEOUT": 10.0, "PREFETCH": 8,
+                        "IMMORTAL_HEAP": True, "HUGE_PAGES": True}
 
 
 @pytest.mark.parametrize("key", ["IMMORTAL_HEAP", "HUGE_PAGES"])
@@ -63,6 +66,26 @@ def test_fork_server_must_be_true_or_false(value: Any):
     with pytest.raises(ConfigurationError, match=r"JOBQUEUE\['FORK_SERVER'\] must be True or "
                                                  "False"):
         build_config({"FORK_SERVER": value})
+
+
+@pytest.mark.parametrize("value, read", [(None, None), (0.1, 0.1), (30, 30.0)])
+def test_fork_server_idle_timeout_is_seconds_or_none(value: Any, read: float | None):
+    assert build_config({"FORK_SERVER_IDLE_TIMEOUT": value}).fork_server_idle_timeout == read
+
+
+@pytest.mark.parametrize("value", [0, 0.05, -1, "10", True, float("nan"), [1]])
+def test_fork_server_idle_timeout_must_be_none_or_at_least_a_tenth(value: Any):
+    assert _error({"FORK_SERVER_IDLE_TIMEOUT": value}) == (
+        f"JOBQUEUE['FORK_SERVER_IDLE_TIMEOUT'] must be None or a number >= 0.1, got {value!r}")
+
+
+def test_the_worker_reads_the_idle_timeout_and_none_means_never(settings: Any):
+    from jobqueue.worker import Worker
+
+    assert Worker(None, ["default"]).fork_server_idle_timeout == 10.0
+    assert Worker(None, ["default"], fork_server_idle_timeout=2).fork_server_idle_timeout == 2
+    settings.JOBQUEUE = {"FORK_SERVER_IDLE_TIMEOUT": None}
+    assert Worker(None, ["default"]).fork_server_idle_timeout == math.inf
 
 
 @pytest.mark.parametrize("value", [1, 8, 64])

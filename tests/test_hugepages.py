@@ -205,3 +205,23 @@ def test_a_real_fork_mode_worker_collapses_its_heap_and_runs_jobs(jq, workers):
     assert len({r["pid"] for r in reports}) == 4  # a child per job, all done
     log, reports = run(HUGE_PAGES=False)
     assert "Huge pages" not in log and len(reports) == 4
+
+
+@needs_thp
+def test_a_parked_worker_puts_its_heap_back_into_huge_pages(jq, workers):
+    workers.configure(FORK_SERVER_IDLE_TIMEOUT=0.5)
+    proc = workers.spawn("-q", "default", "-v", "2")
+    try:
+        workers.wait(proc, lambda: "fork server stopped" in workers.log(proc), 30, "the park")
+        # Start-up collapsed what was unshared; the server then shared every page, so the
+        # worker's own writes split them. With the server gone they are the worker's alone.
+        collapsed = re.findall(rf"Huge pages \(pid {proc.pid}\): (\d+) MiB of heap collapsed "
+                               r"\((\d+) ranges shared", workers.log(proc))
+        assert len(collapsed) == 2, workers.log(proc)
+        assert int(collapsed[1][0]) >= 2 and collapsed[1][1] == "0", collapsed
+        handle = tasks.heap_report.enqueue()
+        workers.wait(proc, lambda: tasks.heap_report.get_result(handle.id).status
+                     == "SUCCESSFUL", 30, "a job after the park")
+    finally:
+        proc.terminate()
+    assert workers.wait_exit(proc) == 0
