@@ -5,7 +5,8 @@ the size of a typical project's worker. ``BENCH_REDIS_URL`` (the suite's private
 ``BENCH_DB`` come from ``benchmarks/run.py``; no job touches the database. ``BENCH_POOL``
 (JSON) is ``JOBQUEUE["POOL"]`` for ``manage.py pool``. ``BENCH_IMMORTAL=0`` turns
 ``JOBQUEUE["IMMORTAL_HEAP"]`` off, ``BENCH_HUGE_PAGES=0`` ``JOBQUEUE["HUGE_PAGES"]`` and
-``BENCH_FORK_SERVER=0`` ``JOBQUEUE["FORK_SERVER"]``, for side-by-side runs. The admin is
+``BENCH_FORK_SERVER=0`` ``JOBQUEUE["FORK_SERVER"]``, for side-by-side runs;
+``BENCH_FORK_SERVER_IDLE_TIMEOUT`` sets ``JOBQUEUE["FORK_SERVER_IDLE_TIMEOUT"]``. The admin is
 routed (``bench_urls``) so ``run.py --scale`` can render the monitor pages.
 """
 
@@ -62,3 +63,5 @@ JOBQUEUE = {"POOL": json.loads(os.environ.get("BENCH_POOL", "{}")),
             "IMMORTAL_HEAP": os.environ.get("BENCH_IMMORTAL", "1") != "0",
             "HUGE_PAGES": os.environ.get("BENCH_HUGE_PAGES", "1") != "0",
             "FORK_SERVER": os.environ.get("BENCH_FORK_SERVER", "1") != "0"}
+if os.environ.get("BENCH_FORK_SERVER_IDLE_TIMEOUT"):
+    JOBQUEUE["FORK_SERVER_IDLE_TIMEOUT"] = float(os.environ["BENCH_FORK_SERVER_IDLE_TIMEOUT"])

@@ -105,7 +105,7 @@ LATENCY_QUEUE = "bench:floor:latency"
 def latency_floor(server: PrivateRedis, env: dict[str, str], plan: Plan,
                   tmp: Path) -> list[Row]:
     """Time to first job, idle memory and idle latency of the bare BLPOP loops."""
-    from benchmarks.measure import start_and_latency, start_row
+    from benchmarks.measure import PARKED_AFTER, parked_row, start_and_latency, start_row
 
     client = server.client()
 
@@ -117,8 +117,14 @@ def latency_floor(server: PrivateRedis, env: dict[str, str], plan: Plan,
     for profile, label in (("bare", "bare BLPOP loop (redis-py only)"),
                            ("fork", "BLPOP + fork per item, Django process")):
         command = [sys.executable, "-m", "benchmarks.floors", "blpop-loop", profile]
-        out = start_and_latency(server, env, plan, command, stamp, tmp / f"floor-{profile}.log")
+        # The fork floor also after seconds of idling, as far apart as jobqueue's parked rows.
+        parked = PARKED_AFTER if profile == "fork" else 0.0
+        out = start_and_latency(server, env, plan, command, stamp, tmp / f"floor-{profile}.log",
+                                parked=parked)
         rows.append(start_row(SECTION, f"floor.latency_{profile}", label, out))
+        if (row := parked_row(SECTION, f"floor.latency_{profile}_parked",
+                              f"  the same, p50 after {parked + 1:g} s idle", out)) is not None:
+            rows.append(row)
     return rows
 
 
@@ -176,8 +182,10 @@ def blpop_loop(profile: str) -> dict[str, Any]:
     _load("django" if profile == "fork" else "bare")
     client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
     while True:
-        popped = client.blpop([LATENCY_QUEUE], timeout=0)
-        assert popped is not None
+        # Waits of a second at most: redis-py 8 gives sockets a 5 s timeout by default.
+        popped = client.blpop([LATENCY_QUEUE], timeout=1)
+        if popped is None:
+            continue
         client.rpush(popped[1], _forked_time() if profile == "fork" else repr(time.time()))
 
 

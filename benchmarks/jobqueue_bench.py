@@ -28,11 +28,13 @@ from typing import Any
 from benchmarks.common import ROOT, BenchError, Plan, PrivateRedis, Row, child_main
 from benchmarks.measure import (
     END_KEY,
+    PARKED_AFTER,
     START_KEY,
     LiveSpec,
     drain_live,
     enqueue_row,
     measured_in_child,
+    parked_row,
     process_row,
     run_child_sampled,
     start_and_latency,
@@ -235,9 +237,19 @@ def jq_start(server: PrivateRedis, env: dict[str, str], plan: Plan, tmp: Path) -
         command = [sys.executable, str(MANAGE), "worker", "--queues", "default", *extra_args]
         # Also a few samples 1.5 s apart: the 5 ms gap leaves a fork-mode worker still forking
         # its next child on a pinned core; after 1.5 s it is truly idle.
+        # The default's fork server stops after FORK_SERVER_IDLE_TIMEOUT without a job: its
+        # memory and latency are measured again in that state (the timeout shortened to
+        # PARKED_AFTER s, which changes when the state begins, not what it is).
+        parked = PARKED_AFTER if mode == "fork" else 0.0
+        if parked:
+            extra_env = {**extra_env, "BENCH_FORK_SERVER_IDLE_TIMEOUT": str(parked)}
         out = start_and_latency(server, {**env, **extra_env}, plan, command, _enqueue_stamp,
-                                tmp / f"jq-{mode}.log", long_idle=max(3, plan.samples // 20))
+                                tmp / f"jq-{mode}.log", long_idle=max(3, plan.samples // 20),
+                                parked=parked)
         rows.append(start_row(SECTION, key, label, out))
+        if (row := parked_row(SECTION, f"{key}_parked", "  the same, fork server stopped "
+                              f"(p50 after {parked + 1:g} s idle)", out)) is not None:
+            rows.append(row)
     return rows
 
 

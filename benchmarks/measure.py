@@ -373,12 +373,24 @@ def _timed(client: redis.Redis, worker: Spawned, stashed: Sequence[str],
 
 
 # --------------------------------------------------------------------------- start-up, latency
+#: Jobs sent to a parked worker (each after ``FORK_SERVER_IDLE_TIMEOUT`` + 1 s of idling).
+PARKED_SAMPLES = 5
+#: The ``FORK_SERVER_IDLE_TIMEOUT`` of the benchmark's parked rows (the default is 10 s), and
+#: of the fork floor's samples as far apart (an idle VM wakes slower after seconds).
+PARKED_AFTER = 3.0
+
+
 def start_and_latency(server: PrivateRedis, env: dict[str, str], plan: Plan,
                       command: list[str], stamp: Callable[[str], Callable[[], bool]],
-                      log: Path, long_idle: int = 0) -> dict[str, Any]:
+                      log: Path, long_idle: int = 0, parked: float = 0.0) -> dict[str, Any]:
     """Time to first job (spawn with one stamp job queued, until its code runs; median of
     ``plan.starts``), the idle tree's memory 0.5 s later, then idle latency samples 5 ms
-    apart (and ``long_idle`` more 1.5 s apart, for a worker that polls with a back-off)."""
+    apart (and ``long_idle`` more 1.5 s apart, for a worker that polls with a back-off).
+
+    ``parked``: the worker's ``FORK_SERVER_IDLE_TIMEOUT``. Then, ``parked`` + 1 s after the
+    last sample, the tree's memory again and ``PARKED_SAMPLES`` samples as far apart: each job
+    finds the worker parked (one process) and restarts its fork server.
+    """
     client = server.client()
     starts: list[float] = []
     worker: Spawned | None = None
@@ -401,11 +413,18 @@ def start_and_latency(server: PrivateRedis, env: dict[str, str], plan: Plan,
         memory = tree_memory(worker.pid)
         latencies = idle_latency(client, plan.samples, stamp, worker)
         slow = idle_latency(client, long_idle, stamp, worker, warmup=0, gap=1.5)
+        parked_memory, parked_ms = None, []
+        if parked:
+            time.sleep(parked + 1.0)
+            parked_memory = tree_memory(worker.pid).mib()
+            parked_ms = [s * 1e3 for s in idle_latency(
+                client, PARKED_SAMPLES, stamp, worker, warmup=0, gap=parked + 1.0)]
     finally:
         worker.stop()
     return {"starts_ms": [s * 1e3 for s in starts], "idle": memory.mib(),
             "latencies_ms": [s * 1e3 for s in latencies],
-            "long_idle_ms": [s * 1e3 for s in slow]}
+            "long_idle_ms": [s * 1e3 for s in slow],
+            "parked": parked_memory, "parked_ms": parked_ms}
 
 
 def start_row(section: str, key: str, name: str, out: dict[str, Any]) -> Row:
@@ -420,3 +439,15 @@ def start_row(section: str, key: str, name: str, out: dict[str, Any]) -> Row:
              "long_idle_ms": out["long_idle_ms"]}
     return Row(section, key, name, metrics["ttfj_ms"], "ms", group="start", metrics=metrics,
                extra=extra)
+
+
+def parked_row(section: str, key: str, name: str, out: dict[str, Any]) -> Row | None:
+    """The same worker once its fork server stopped (``start_and_latency(parked=...)``):
+    latency of the jobs that found it so, and its memory before them."""
+    latencies = out.get("parked_ms")
+    if not latencies or not out.get("parked"):
+        return None
+    metrics = {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+               **out["parked"]}
+    return Row(section, key, name, metrics["p50_ms"], "ms", group="start", metrics=metrics,
+               extra={"samples": len(latencies), "latencies_ms": latencies})
