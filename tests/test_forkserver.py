@@ -340,3 +340,21 @@ def test_term_while_a_parked_worker_runs_a_job_puts_the_job_back(jq, workers):
     assert wt.wait_release.get_result(handle.id).status == "READY"  # back on its queue
     assert jq.redis.llen(jq.key("queue", "default")) == 1
     assert jq.redis.llen(jq.key("failed")) == 0
+
+
+def test_a_parked_worker_with_jobs_per_child_reuses_its_own_child_then_parks_it(jq, workers):
+    workers.configure(FORK_SERVER_IDLE_TIMEOUT=1.0)
+    proc = workers.spawn("-q", "default", "--jobs-per-child", "3")
+    workers.wait_idle(proc)
+    workers.wait(proc, lambda: "fork server stopped" in workers.log(proc), 10, "the park")
+    first = _run_whoami(jq, workers, proc, "a")  # forked by the worker, and it stays
+    second = _run_whoami(jq, workers, proc, "b")
+    assert first["ppid"] == proc.pid and second["pid"] == first["pid"]
+    # Idle again: that child is let go and reaped by the worker, not left as a zombie.
+    workers.wait(proc, lambda: workers.log(proc).count("fork server stopped") == 2, 10,
+                 "the second park")
+    workers.wait(proc, lambda: _alone(proc) and not exists(first["pid"]), 10,
+                 "the child to be reaped")
+    assert jq.redis.llen(jq.key("failed")) == 0
+    proc.terminate()
+    assert workers.wait_exit(proc) == 0
