@@ -15,6 +15,9 @@ Where children come from:
   to a child that is already there.
 * **The worker itself** (``FORK_SERVER = False``): Resque's way, a fork after each
   reservation, with ``before_fork`` sent just before it in the worker.
+* **Both, by turns** (``FORK_SERVER_IDLE_TIMEOUT``): after that long without a job the
+  worker stops the server and its waiting child (an idle worker is one process), forks the
+  next job's child itself, and starts a new server after that job.
 
 With ``jobs_per_child`` N > 1 (Celery's max-tasks-per-child) a child that reported stays and
 waits for the next job on its job pipe; after N jobs it exits. Every job is still reserved,

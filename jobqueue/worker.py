@@ -107,7 +107,10 @@ class Worker(ForkMixin, ChildMixin):
         #: without a job (``math.inf``: never); the next job is forked by the worker itself.
         idle_timeout = (config.fork_server_idle_timeout if fork_server_idle_timeout is None
                         else fork_server_idle_timeout)
-        self.fork_server_idle_timeout = math.inf if idle_timeout is None else idle_timeout
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"fork_server_idle_timeout must be None or a number of seconds > 0, "
+                             f"got {idle_timeout!r}")
+        self.fork_server_idle_timeout = math.inf if idle_timeout is None else float(idle_timeout)
         #: Fork mode: make the start-up heap immortal before the first fork (``immortal``).
         self.immortal_heap = config.immortal_heap if immortal_heap is None else immortal_heap
         #: Fork mode: back the start-up heap with huge pages before the first fork (``hugepages``).

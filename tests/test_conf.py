@@ -86,6 +86,9 @@ def test_the_worker_reads_the_idle_timeout_and_none_means_never(settings: Any):
     assert Worker(None, ["default"], fork_server_idle_timeout=2).fork_server_idle_timeout == 2
     settings.JOBQUEUE = {"FORK_SERVER_IDLE_TIMEOUT": None}
     assert Worker(None, ["default"]).fork_server_idle_timeout == math.inf
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="fork_server_idle_timeout must be None or"):
+            Worker(None, ["default"], fork_server_idle_timeout=bad)
 
 
 @pytest.mark.parametrize("value", [1, 8, 64])
