@@ -7,10 +7,13 @@ what happens when the server, or the worker, is killed with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -266,7 +269,20 @@ def test_the_worker_forgets_each_child_once_its_exit_is_known(jq):
 
 
 # ============================================================================ idle: one process
-def _run_whoami(jq, workers, proc, marker: str) -> dict:
+@contextlib.contextmanager
+def _idle_worker(workers, idle_timeout: float | None, *args: str) -> Iterator[Any]:
+    """A worker with this FORK_SERVER_IDLE_TIMEOUT, idle; TERM and a clean exit after."""
+    workers.configure(FORK_SERVER_IDLE_TIMEOUT=idle_timeout)
+    proc = workers.spawn("-q", "default", *args)
+    workers.wait_idle(proc)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+    assert workers.wait_exit(proc) == 0
+
+
+def _run_whoami(workers, proc, marker: str) -> dict:
     handle = wt.whoami.enqueue(marker)
     workers.wait(proc, lambda: wt.whoami.get_result(handle.id).status == "SUCCESSFUL", 30,
                  f"job {marker}")
@@ -278,63 +294,51 @@ def _alone(proc) -> bool:
     return children(proc.pid, zombies=False) == []
 
 
+def _parks(workers, proc, count: int = 1) -> None:
+    workers.wait(proc, lambda: workers.log(proc).count("fork server stopped") == count, 10,
+                 f"park number {count}")
+
+
 def test_an_idle_worker_stops_its_fork_server_and_restarts_it_after_the_next_job(jq, workers):
-    workers.configure(FORK_SERVER_IDLE_TIMEOUT=1.0)
-    proc = workers.spawn("-q", "default")
-    workers.wait_idle(proc)
-    server = _server_of(proc.pid)
-    spare = workers.wait(proc, lambda: job_children(proc.pid), 10, "a waiting child")[0]
-    # A second without a job: the waiting child and the server go, the worker is alone.
-    workers.wait(proc, lambda: "fork server stopped" in workers.log(proc), 10, "the park")
-    assert _alone(proc) and not exists(server) and not exists(spare)
-    # The next job is forked by the worker itself, at once...
-    first = _run_whoami(jq, workers, proc, "after-idle")
-    assert (first["ppid"], first["worker"]) == (proc.pid, proc.pid)
-    # ...and a new server, with a child ready, serves the jobs after it.
-    second = _run_whoami(jq, workers, proc, "next")
-    new_server = _server_of(proc.pid)
-    assert new_server != server and second["ppid"] == new_server
-    # Idle again, it parks again; nothing failed, no child left behind.
-    workers.wait(proc, lambda: workers.log(proc).count("fork server stopped") == 2, 10,
-                 "the second park")
-    assert _alone(proc)
-    assert jq.redis.llen(jq.key("failed")) == 0
-    proc.terminate()
-    assert workers.wait_exit(proc) == 0
+    with _idle_worker(workers, 1.0) as proc:
+        server = _server_of(proc.pid)
+        spare = workers.wait(proc, lambda: job_children(proc.pid), 10, "a waiting child")[0]
+        # A second without a job: the waiting child and the server go, the worker is alone.
+        _parks(workers, proc)
+        assert _alone(proc) and not exists(server) and not exists(spare)
+        # The next job is forked by the worker itself, at once...
+        first = _run_whoami(workers, proc, "after-idle")
+        assert (first["ppid"], first["worker"]) == (proc.pid, proc.pid)
+        # ...and a new server, with a child ready, serves the jobs after it.
+        second = _run_whoami(workers, proc, "next")
+        new_server = _server_of(proc.pid)
+        assert new_server != server and second["ppid"] == new_server
+        # Idle again, it parks again; nothing failed, no child left behind.
+        _parks(workers, proc, 2)
+        assert _alone(proc)
+        assert jq.redis.llen(jq.key("failed")) == 0
 
 
 def test_jobs_keep_the_fork_server_and_none_stops_it_ever(jq, workers):
-    workers.configure(FORK_SERVER_IDLE_TIMEOUT=1.5)
-    proc = workers.spawn("-q", "default")
-    workers.wait_idle(proc)
-    server = _server_of(proc.pid)
-    for index in range(4):  # a job every 0.5 s: never a second and a half without one
-        assert _run_whoami(jq, workers, proc, f"busy{index}")["ppid"] == server
-        time.sleep(0.5)
-    assert exists(server) and "fork server stopped" not in workers.log(proc)
-    proc.terminate()
-    assert workers.wait_exit(proc) == 0
-    workers.configure(FORK_SERVER_IDLE_TIMEOUT=None)
-    proc = workers.spawn("-q", "default")
-    workers.wait_idle(proc)
-    server = _server_of(proc.pid)
-    time.sleep(2.0)
-    assert _server_of(proc.pid) == server and job_children(proc.pid)
-    proc.terminate()
-    assert workers.wait_exit(proc) == 0
+    with _idle_worker(workers, 1.5) as proc:
+        server = _server_of(proc.pid)
+        for index in range(4):  # a job every 0.5 s: never a second and a half without one
+            assert _run_whoami(workers, proc, f"busy{index}")["ppid"] == server
+            time.sleep(0.5)
+        assert exists(server) and "fork server stopped" not in workers.log(proc)
+    with _idle_worker(workers, None) as proc:
+        server = _server_of(proc.pid)
+        time.sleep(2.0)
+        assert _server_of(proc.pid) == server and job_children(proc.pid)
 
 
 def test_term_while_a_parked_worker_runs_a_job_puts_the_job_back(jq, workers):
-    workers.configure(FORK_SERVER_IDLE_TIMEOUT=0.5)
-    proc = workers.spawn("-q", "default")
-    workers.wait_idle(proc)
-    workers.wait(proc, lambda: _alone(proc), 10, "the worker to be one process")
-    handle = wt.wait_release.enqueue("w")
-    workers.wait_started(proc)
-    child = workers.job_child(proc)
-    assert proc_stat(child)[1] == proc.pid  # forked by the worker itself
-    proc.terminate()
-    assert workers.wait_exit(proc) == 0
+    with _idle_worker(workers, 0.5) as proc:
+        _parks(workers, proc)
+        handle = wt.wait_release.enqueue("w")
+        workers.wait_started(proc)
+        child = workers.job_child(proc)
+        assert proc_stat(child)[1] == proc.pid  # forked by the worker itself
     assert not exists(child)
     assert workers.records("finally") == ["w"] and workers.records("finished") == []
     assert wt.wait_release.get_result(handle.id).status == "READY"  # back on its queue
@@ -343,18 +347,13 @@ def test_term_while_a_parked_worker_runs_a_job_puts_the_job_back(jq, workers):
 
 
 def test_a_parked_worker_with_jobs_per_child_reuses_its_own_child_then_parks_it(jq, workers):
-    workers.configure(FORK_SERVER_IDLE_TIMEOUT=1.0)
-    proc = workers.spawn("-q", "default", "--jobs-per-child", "3")
-    workers.wait_idle(proc)
-    workers.wait(proc, lambda: "fork server stopped" in workers.log(proc), 10, "the park")
-    first = _run_whoami(jq, workers, proc, "a")  # forked by the worker, and it stays
-    second = _run_whoami(jq, workers, proc, "b")
-    assert first["ppid"] == proc.pid and second["pid"] == first["pid"]
-    # Idle again: that child is let go and reaped by the worker, not left as a zombie.
-    workers.wait(proc, lambda: workers.log(proc).count("fork server stopped") == 2, 10,
-                 "the second park")
-    workers.wait(proc, lambda: _alone(proc) and not exists(first["pid"]), 10,
-                 "the child to be reaped")
-    assert jq.redis.llen(jq.key("failed")) == 0
-    proc.terminate()
-    assert workers.wait_exit(proc) == 0
+    with _idle_worker(workers, 1.0, "--jobs-per-child", "3") as proc:
+        _parks(workers, proc)
+        first = _run_whoami(workers, proc, "a")  # forked by the worker, and it stays
+        second = _run_whoami(workers, proc, "b")
+        assert first["ppid"] == proc.pid and second["pid"] == first["pid"]
+        # Idle again: that child is let go and reaped by the worker, not left as a zombie.
+        _parks(workers, proc, 2)
+        workers.wait(proc, lambda: _alone(proc) and not exists(first["pid"]), 10,
+                     "the child to be reaped")
+        assert jq.redis.llen(jq.key("failed")) == 0
