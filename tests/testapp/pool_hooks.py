@@ -63,11 +63,15 @@ def _die(sender: Any, **kwargs: Any) -> None:
 
 @task()
 def hold(marker: str, timeout: float = 25.0) -> int:
-    """Run until the test pushes to ``<ns>:test:release:<marker>`` (a job that is "running")."""
+    """Run until the test pushes to ``<ns>:test:release:<marker>`` (a job that is "running").
+
+    The start is announced inside the ``try``: a TERM that lands while the announcement's
+    reply is still being read (the test saw it in Redis already) runs the ``finally`` too.
+    """
     broker = get_broker()
     client, ns = broker.client, broker.namespace  # type: ignore[attr-defined]
-    client.rpush(f"{ns}:test:started", f"{marker}:{os.getpid()}")
     try:
+        client.rpush(f"{ns}:test:started", f"{marker}:{os.getpid()}")
         client.blpop([f"{ns}:test:release:{marker}"], timeout=timeout)
     finally:
         client.rpush(f"{ns}:test:finally", marker)
