@@ -27,8 +27,9 @@ heap) hold a whole aligned 2 MiB range, about 60% of a Django worker's anonymous
 Measured (2026-12-07, 2-core AMD VM, kernel 6.18, Python 3.12, the benchmark's no-op job, fork
 per job, Redis on the other core): see docs/workers.md, "Huge pages", and docs/performance.md.
 
-It runs in fork mode, after the immortal heap, before the fork server is forked, and in the
-pool master (``JOBQUEUE["HUGE_PAGES"]``, default on). Where the kernel has no
+It runs in fork mode, after the immortal heap, before the fork server is forked, again when
+an idle worker has stopped its fork server (``FORK_SERVER_IDLE_TIMEOUT``), and in the pool
+master (``JOBQUEUE["HUGE_PAGES"]``, default on). Where the kernel has no
 ``MADV_COLLAPSE``, transparent huge pages are ``never``, pages are not 4 KiB, or
 ``/proc/self/pagemap`` cannot be read, it does nothing.
 """
@@ -147,10 +148,10 @@ def collapse_heap() -> Collapsed | None:
                 shared += 1
             elif verdict and madvise(start, end - start, MADV_COLLAPSE) == 0:
                 made += 1
-            elif verdict:
-                failed += 1  # EAGAIN, ENOMEM: no huge page to be had now
-                unsupported = ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EPERM)
-                if unsupported:
+            elif verdict:  # refused: EAGAIN/ENOMEM (none to be had now), or no support
+                failed += 1
+                if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+                    unsupported = True
                     break
     finally:
         words.release()

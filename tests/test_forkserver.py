@@ -7,13 +7,10 @@ what happens when the server, or the worker, is killed with SIGKILL.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -269,19 +266,6 @@ def test_the_worker_forgets_each_child_once_its_exit_is_known(jq):
 
 
 # ============================================================================ idle: one process
-@contextlib.contextmanager
-def _idle_worker(workers, idle_timeout: float | None, *args: str) -> Iterator[Any]:
-    """A worker with this FORK_SERVER_IDLE_TIMEOUT, idle; TERM and a clean exit after."""
-    workers.configure(FORK_SERVER_IDLE_TIMEOUT=idle_timeout)
-    proc = workers.spawn("-q", "default", *args)
-    workers.wait_idle(proc)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-    assert workers.wait_exit(proc) == 0
-
-
 def _run_whoami(workers, proc, marker: str) -> dict:
     handle = wt.whoami.enqueue(marker)
     workers.wait(proc, lambda: wt.whoami.get_result(handle.id).status == "SUCCESSFUL", 30,
@@ -300,7 +284,7 @@ def _parks(workers, proc, count: int = 1) -> None:
 
 
 def test_an_idle_worker_stops_its_fork_server_and_restarts_it_after_the_next_job(jq, workers):
-    with _idle_worker(workers, 1.0) as proc:
+    with workers.idle_worker(1.0) as proc:
         server = _server_of(proc.pid)
         spare = workers.wait(proc, lambda: job_children(proc.pid), 10, "a waiting child")[0]
         # A second without a job: the waiting child and the server go, the worker is alone.
@@ -320,20 +304,20 @@ def test_an_idle_worker_stops_its_fork_server_and_restarts_it_after_the_next_job
 
 
 def test_jobs_keep_the_fork_server_and_none_stops_it_ever(jq, workers):
-    with _idle_worker(workers, 1.5) as proc:
+    with workers.idle_worker(1.5) as proc:
         server = _server_of(proc.pid)
         for index in range(4):  # a job every 0.5 s: never a second and a half without one
             assert _run_whoami(workers, proc, f"busy{index}")["ppid"] == server
             time.sleep(0.5)
         assert exists(server) and "fork server stopped" not in workers.log(proc)
-    with _idle_worker(workers, None) as proc:
+    with workers.idle_worker(None) as proc:
         server = _server_of(proc.pid)
         time.sleep(2.0)
         assert _server_of(proc.pid) == server and job_children(proc.pid)
 
 
 def test_term_while_a_parked_worker_runs_a_job_puts_the_job_back(jq, workers):
-    with _idle_worker(workers, 0.5) as proc:
+    with workers.idle_worker(0.5) as proc:
         _parks(workers, proc)
         handle = wt.wait_release.enqueue("w")
         workers.wait_started(proc)
@@ -347,7 +331,7 @@ def test_term_while_a_parked_worker_runs_a_job_puts_the_job_back(jq, workers):
 
 
 def test_a_parked_worker_with_jobs_per_child_reuses_its_own_child_then_parks_it(jq, workers):
-    with _idle_worker(workers, 1.0, "--jobs-per-child", "3") as proc:
+    with workers.idle_worker(1.0, "--jobs-per-child", "3") as proc:
         _parks(workers, proc)
         first = _run_whoami(workers, proc, "a")  # forked by the worker, and it stays
         second = _run_whoami(workers, proc, "b")

@@ -209,9 +209,7 @@ def test_a_real_fork_mode_worker_collapses_its_heap_and_runs_jobs(jq, workers):
 
 @needs_thp
 def test_a_parked_worker_puts_its_heap_back_into_huge_pages(jq, workers):
-    workers.configure(FORK_SERVER_IDLE_TIMEOUT=0.5)
-    proc = workers.spawn("-q", "default", "-v", "2")
-    try:
+    with workers.idle_worker(0.5, "-v", "2") as proc:
         workers.wait(proc, lambda: "fork server stopped" in workers.log(proc), 30, "the park")
         # Start-up collapsed what was unshared; the server then shared every page, so the
         # worker's own writes split them. With the server and its child gone the pages are
@@ -225,6 +223,3 @@ def test_a_parked_worker_puts_its_heap_back_into_huge_pages(jq, workers):
         handle = tasks.heap_report.enqueue()
         workers.wait(proc, lambda: tasks.heap_report.get_result(handle.id).status
                      == "SUCCESSFUL", 30, "a job after the park")
-    finally:
-        proc.terminate()
-    assert workers.wait_exit(proc) == 0

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,20 @@ class Workers:
         """Wait until ``count`` jobs announced their start in ``test:started``."""
         return self.wait(proc, lambda: len(s := self.records("started")) >= count and s,
                          timeout, f"{count} job(s) to start")
+
+    @contextlib.contextmanager
+    def idle_worker(self, idle_timeout: float | None,
+                    *args: str) -> Iterator[subprocess.Popen[bytes]]:
+        """A worker of queue ``default`` with this ``FORK_SERVER_IDLE_TIMEOUT``, once idle;
+        TERM and a clean exit (status 0) after the block."""
+        self.configure(FORK_SERVER_IDLE_TIMEOUT=idle_timeout)
+        proc = self.spawn("-q", "default", *args)
+        self.wait_idle(proc)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+        assert self.wait_exit(proc) == 0
 
     def job_child(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
         """The pid of the child running the worker's current job (or the one waiting for a
