@@ -170,3 +170,54 @@ def test_bad_backend_defaults_are_configuration_errors(settings, options, messag
     _backend(settings, **options)
     with pytest.raises(ConfigurationError, match=message):
         get_broker()
+
+
+# --------------------------------------------------------------------------- get_backend
+def test_get_backend_is_djangos_backend_and_is_kept_per_thread():
+    from jobqueue.compat import task_backends
+
+    first = tasks.add.get_backend()
+    assert first is task_backends["default"]
+    assert tasks.add.get_backend() is first
+    assert tasks.add.using(priority=5).get_backend() is first  # kept per alias, not per task
+
+
+def test_get_backend_follows_a_change_of_tasks_settings(settings):
+    before = tasks.add.get_backend()
+    settings.TASKS = {"default": {
+        **settings.TASKS["default"],
+        "OPTIONS": {**settings.TASKS["default"]["OPTIONS"], "NAMESPACE": "other"},
+    }}
+    after = tasks.add.get_backend()
+    assert after is not before
+    assert after.options["NAMESPACE"] == "other"
+    assert tasks.add.get_backend() is after
+
+
+def test_get_backend_of_another_thread_is_that_threads_backend():
+    import threading
+
+    from jobqueue.compat import task_backends
+
+    mine = tasks.add.get_backend()
+    seen: list[tuple[object, object]] = []
+    thread = threading.Thread(
+        target=lambda: seen.append((tasks.add.get_backend(), task_backends["default"])))
+    thread.start()
+    thread.join()
+    theirs, djangos = seen[0]
+    assert theirs is djangos
+    assert theirs is not mine
+
+
+def test_get_backend_keeps_only_backends_that_may_be_shared_in_a_thread(settings):
+    from jobqueue import task as task_module
+    from jobqueue.compat import task_backends
+
+    settings.TASKS = {**settings.TASKS,
+                      "dummy": {"BACKEND": "jobqueue.testing.DummyBackend"}}
+    dummy = tasks.add.using(backend="dummy")
+    assert dummy.get_backend() is task_backends["dummy"]
+    assert "dummy" not in task_module._backends.__dict__  # Django's lookup, every time
+    assert tasks.add.get_backend() is task_backends["default"]
+    assert "default" in task_module._backends.__dict__

@@ -82,6 +82,9 @@ class RedisBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    #: One instance may serve every async context of a thread (``JobqueueTask.get_backend``
+    #: keeps it): its state is its parsed options and the process-wide broker.
+    shared_in_thread = True
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
