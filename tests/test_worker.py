@@ -737,3 +737,34 @@ def test_worker_options_that_count_must_be_whole_numbers(jq, option: str, value:
     with pytest.raises(ValueError, match=f"{option} must be a whole number >= 1, got "):
         Worker(jq.broker, ["default"], fork=option == "jobs_per_child", **{option: value})
 
+
+
+@pytest.fixture
+def jobqueue_logger():
+    """The ``jobqueue`` logger, its level and handlers put back afterwards."""
+    import logging
+
+    logger = logging.getLogger("jobqueue")
+    level, handlers = logger.level, list(logger.handlers)
+    yield logger
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
+
+
+@pytest.mark.parametrize(("configured", "verbosity", "expected"), [
+    ("WARNING", 1, "WARNING"),  # the default -v: LOGGING's level stands
+    ("ERROR", 1, "ERROR"),
+    ("WARNING", 2, "DEBUG"),  # any other -v wins
+    ("WARNING", 0, "ERROR"),
+    ("NOTSET", 1, "INFO"),  # nothing configured: one line per job
+    ("NOTSET", 3, "DEBUG"),
+])
+def test_worker_command_keeps_the_logging_level_of_settings_at_the_default_verbosity(
+        jobqueue_logger, configured: str, verbosity: int, expected: str):
+    import logging
+
+    from jobqueue.management.commands.worker import Command
+
+    jobqueue_logger.setLevel(configured)
+    Command._configure_logging(verbosity)
+    assert logging.getLevelName(jobqueue_logger.level) == expected

@@ -17,6 +17,8 @@ from ...prewarm import run_setup_hooks
 from ...worker import Worker
 
 LEVELS = {0: logging.ERROR, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+#: ``-v`` when not given (Django's): then a level set in ``LOGGING`` is kept.
+DEFAULT_VERBOSITY = 1
 
 
 class Command(BaseCommand):
@@ -78,8 +80,14 @@ class Command(BaseCommand):
 
     @staticmethod
     def _configure_logging(verbosity: int) -> None:
+        """Level the ``jobqueue`` logger by ``-v``, add a stderr handler if none would print.
+
+        At the default ``-v 1`` a level your ``LOGGING`` gives the ``jobqueue`` logger stands
+        (``"WARNING"`` drops the line per job); ``-v 0``, ``2`` and ``3`` override it.
+        """
         logger = logging.getLogger("jobqueue")
-        logger.setLevel(LEVELS.get(verbosity, logging.INFO))
+        if verbosity != DEFAULT_VERBOSITY or logger.level == logging.NOTSET:
+            logger.setLevel(LEVELS.get(verbosity, logging.INFO))
         if not logger.handlers and not logging.getLogger().handlers:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter(
