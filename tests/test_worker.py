@@ -738,7 +738,6 @@ def test_worker_options_that_count_must_be_whole_numbers(jq, option: str, value:
         Worker(jq.broker, ["default"], fork=option == "jobs_per_child", **{option: value})
 
 
-
 @pytest.fixture
 def jobqueue_logger():
     """The ``jobqueue`` logger, its level and handlers put back afterwards."""
