@@ -43,6 +43,21 @@ def _require_browser() -> Any:
     return sync_playwright
 
 
+@pytest.fixture(scope="module")
+def live_server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """pytest-django's live server, for this module only (pytest-django's own lives for the
+    whole session): its thread stops when the module ends, so the modules after it, some of
+    which fork the pytest process, run in a process with one thread. A fork with another
+    thread alive may deadlock the child (Python 3.12 warns about it)."""
+    from pytest_django.live_server_helper import LiveServer
+
+    address = (request.config.getvalue("liveserver")
+               or os.environ.get("DJANGO_LIVE_TEST_SERVER_ADDRESS") or "localhost")
+    server = LiveServer(address)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A headless Chromium; Django's ORM may run while Playwright's loop exists."""
