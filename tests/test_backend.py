@@ -20,12 +20,16 @@ import json
 import math
 import os
 import re
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import redis
+from asgiref.sync import SyncToAsync
 
 import jobqueue
 from jobqueue.backends.redis import RedisBackend
@@ -753,6 +757,23 @@ def test_enqueue_many_of_nothing_writes_nothing(jq):
 
 
 # ------------------------------------------------------------------ async API
+@pytest.fixture
+def sync_to_async_thread_stopped() -> Iterator[None]:
+    """Stop the thread ``sync_to_async`` starts before the test ends.
+
+    Django's ``aenqueue`` and ``aget_result`` call the sync methods through asgiref's
+    ``sync_to_async``, which runs them on a one-thread executor kept for the life of the
+    process. Left running, that thread makes every later ``os.fork()`` of the pytest process a
+    fork beside a live thread (a child may deadlock; Python 3.12+ warns), and several tests
+    fork. asgiref reads the executor from its class attribute on each call, so a fresh,
+    unstarted one takes its place.
+    """
+    yield
+    SyncToAsync.single_thread_executor.shutdown(wait=True)
+    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
+
+
+@pytest.mark.usefixtures("sync_to_async_thread_stopped")
 def test_aenqueue_and_aget_result(jq):
     async def scenario():
         result = await tasks.add.aenqueue(2, 2)
@@ -760,12 +781,15 @@ def test_aenqueue_and_aget_result(jq):
         backend_found = await task_backends["default"].aget_result(result.id)
         return result, found, backend_found
 
+    threads_before = threading.active_count()
     result, found, backend_found = asyncio.run(scenario())
+    assert threading.active_count() == threads_before + 1  # the thread the fixture stops
     assert result.status == TaskResultStatus.READY
     assert found.id == backend_found.id == result.id
     assert json.loads(_queue(jq)[0])["id"] == result.id
 
 
+@pytest.mark.usefixtures("sync_to_async_thread_stopped")
 def test_aget_result_of_an_unknown_id(jq):
     with pytest.raises(TaskResultDoesNotExist):
         asyncio.run(tasks.add.aget_result("f" * 32))

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +220,13 @@ def redis_clients_of(client: Any, pid: int) -> list[dict[str, Any]]:
 
 
 def in_child(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a forked child; return what it returned (JSON), or fail with its error."""
+    """Run ``fn`` in a forked child; return what it returned (JSON), or fail with its error.
+
+    Refuses to fork beside another live thread: the child would inherit its locks held and
+    may deadlock (Python 3.12+ only warns). A test that leaves a thread behind is the bug.
+    """
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    assert not others, f"in_child would fork beside live threads {others}: a test left them"
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
