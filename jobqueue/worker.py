@@ -105,26 +105,28 @@ class Worker(ForkMixin, ChildMixin):
         self.fork_server = config.fork_server if fork_server is None else fork_server
         #: Fork mode: stop the fork server and the child it has ready after this many seconds
         #: without a job (``math.inf``: never); the next job is forked by the worker itself.
-        idle_timeout = (config.fork_server_idle_timeout if fork_server_idle_timeout is None
-                        else fork_server_idle_timeout)
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError(f"fork_server_idle_timeout must be None or a number of seconds > 0, "
-                             f"got {idle_timeout!r}")
-        self.fork_server_idle_timeout = math.inf if idle_timeout is None else float(idle_timeout)
+        self.fork_server_idle_timeout = _idle_timeout(
+            config.fork_server_idle_timeout if fork_server_idle_timeout is None
+            else fork_server_idle_timeout)
         #: Fork mode: make the start-up heap immortal before the first fork (``immortal``).
         self.immortal_heap = config.immortal_heap if immortal_heap is None else immortal_heap
         #: Fork mode: back the start-up heap with huge pages before the first fork (``hugepages``).
         self.huge_pages = config.huge_pages if huge_pages is None else huge_pages
+        self.backend_class = backend_class or type(None)
+        # Checked between jobs and while waiting: e.g. a pooled worker whose master died.
+        self.stop_when = stop_when
+        self.manage_db_connections = manage_db_connections
+        self._init_state()
+        self.id = self._make_id()
+
+    def _init_state(self) -> None:
+        """What the worker keeps while it runs: children, fork server, timers, counters."""
         self._waiting_child: ChildLink | None = None  # a child waiting for a job
         self._server: ForkServer | None = None
         self._served: dict[int, ForkServer] = {}  # children of fork servers, by pid
         self._server_restarts = 0
         self._parked = False  # the fork server was stopped while idle: restart it after a job
         self._busy_at = time.monotonic()  # when the last job ended (or the worker started)
-        self.backend_class = backend_class or type(None)
-        # Checked between jobs and while waiting: e.g. a pooled worker whose master died.
-        self.stop_when = stop_when
-        self.manage_db_connections = manage_db_connections
         self.processed = 0
         self.shutdown = False
         self.paused = False
@@ -137,7 +139,6 @@ class Worker(ForkMixin, ChildMixin):
         self._next_reap = 0.0
         self._exiting: list[ChildWatch] = []  # children that reported and are exiting
         self._beater: tuple[threading.Event, threading.Thread] | None = None  # --no-fork
-        self.id = self._make_id()
 
     def _make_id(self) -> str:
         return f"{self.host}:{os.getpid()}:{','.join(self.patterns)}"
@@ -407,6 +408,14 @@ class Worker(ForkMixin, ChildMixin):
             self.broker.heartbeat(self.id)
         except BrokerUnavailable as exc:
             self.outage.failed(exc)
+
+
+def _idle_timeout(value: float | None) -> float:
+    """``fork_server_idle_timeout`` in seconds: ``None`` is never (``math.inf``), else > 0."""
+    if value is not None and not value > 0:
+        raise ValueError(f"fork_server_idle_timeout must be None or a number of seconds > 0, "
+                         f"got {value!r}")
+    return math.inf if value is None else float(value)
 
 
 def _whole_number(name: str, value: object) -> int:
