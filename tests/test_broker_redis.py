@@ -685,7 +685,6 @@ def test_threads_enqueue_at_once_on_their_own_connections_and_give_them_back(jq)
     assert len(pool._in_use_connections) == kept  # only this thread's is still taken
 
 
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_enqueues_on_its_own_connection(jq):
     tasks.add.enqueue(1, 1)  # the parent keeps a connection
     pid = os.fork()

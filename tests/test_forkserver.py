@@ -31,9 +31,6 @@ from tests.worker_support import (
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
-    # pytest-django's live-server thread may exist in this process; the forked server and its
-    # children only touch pipes and exit, so forking beside it is safe.
-    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
 ]
 
 

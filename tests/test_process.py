@@ -33,12 +33,6 @@ from jobqueue.process import (
 
 LONG = 60.0  # how long a child sleeps when the test means to stop it
 
-# pytest-django's live server (session-scoped, for the browser tests) is a thread of this
-# process; these children only sleep, exit or wait for signals, so forking is safe here.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded:DeprecationWarning")
-
-
 def _wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
