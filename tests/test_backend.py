@@ -759,7 +759,7 @@ def test_enqueue_many_of_nothing_writes_nothing(jq):
 # ------------------------------------------------------------------ async API
 @pytest.fixture
 def sync_to_async_thread_stopped() -> Iterator[None]:
-    """Stop the thread ``sync_to_async`` starts before the test ends.
+    """When the test ends, stop the thread that ``sync_to_async`` started during it.
 
     Django's ``aenqueue`` and ``aget_result`` call the sync methods through asgiref's
     ``sync_to_async``, which runs them on a one-thread executor kept for the life of the

@@ -33,6 +33,7 @@ from jobqueue.process import (
 
 LONG = 60.0  # how long a child sleeps when the test means to stop it
 
+
 def _wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
