@@ -48,7 +48,8 @@ def live_server(request: pytest.FixtureRequest) -> Iterator[Any]:
     """pytest-django's live server, for this module only (pytest-django's own lives for the
     whole session): its thread stops when the module ends, so the modules after it, some of
     which fork the pytest process, run in a process with one thread. A fork with another
-    thread alive may deadlock the child (Python 3.12 warns about it)."""
+    thread alive may deadlock the child (Python 3.12+ warns; ``pyproject.toml`` makes that
+    warning an error)."""
     from pytest_django.live_server_helper import LiveServer
 
     address = (request.config.getvalue("liveserver")

@@ -223,7 +223,8 @@ def in_child(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` in a forked child; return what it returned (JSON), or fail with its error.
 
     Refuses to fork beside another live thread: the child would inherit its locks held and
-    may deadlock (Python 3.12+ only warns). A test that leaves a thread behind is the bug.
+    may deadlock. Python 3.12+ warns (an error in this suite); 3.11 says nothing, hence this
+    check. A test that leaves a thread behind is the bug.
     """
     others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     assert not others, f"in_child would fork beside live threads {others}: a test left them"
