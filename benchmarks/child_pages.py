@@ -143,6 +143,13 @@ def snapshot(pid: int) -> dict[int, bytes]:
     return pages
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def minor_faults(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
@@ -164,7 +171,8 @@ class Watcher:
                 stat = Path(f"/proc/{name}/stat").read_text()
             except OSError:
                 continue
-            if stat.rsplit(")", 1)[1].split()[0] != "T" or "(resque" not in stat:
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "T" or "(resque" not in stat or not self.ours(int(fields[1])):
                 continue
             pid = int(name)
             try:
@@ -176,6 +184,11 @@ class Watcher:
                                            snapshot(pid))
             finally:
                 os.kill(pid, signal.SIGCONT)
+
+    def ours(self, parent: int) -> bool:
+        """Whether a process whose parent is ``parent`` is a job child of the worker (its
+        parent the fork server, or the worker itself), never someone else's stopped job."""
+        return parent == self.root or parent_of(parent) == self.root
 
     def compare(self, pid: int) -> dict[str, Any]:
         faults, before, baseline = self.baselines.pop(pid)
