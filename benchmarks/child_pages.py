@@ -266,11 +266,17 @@ def main() -> None:
         code_map = Path(tmp) / "codes.json"
         command = [sys.executable, "-m", "benchmarks.child_pages", "--worker",
                    str(args.jobs), str(args.every), str(code_map)]
-        child = subprocess.Popen(command, cwd=ROOT, env=child_env(server.url, Path(tmp)))
+        child = subprocess.Popen(command, cwd=ROOT, env=child_env(server.url, Path(tmp)),
+                                 start_new_session=True)
         watcher = Watcher(child.pid)
-        while child.poll() is None:
-            watcher.poll()
-            time.sleep(0.002)
+        try:
+            while child.poll() is None:
+                watcher.poll()
+                time.sleep(0.002)
+        finally:  # interrupted: no worker, fork server or stopped child left behind
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
         if child.returncode != 0:
             sys.exit(f"the worker exited {child.returncode}")
         report(watcher.results, json.loads(code_map.read_text()))
