@@ -38,9 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, PrivateRedis, child_env
-
-PAGE = 4096
-PRESENT, EXCLUSIVE = 1 << 63, 1 << 56
+from benchmarks.measure import tree_pids
+from jobqueue.hugepages import EXCLUSIVE, PAGE, PRESENT
 
 
 # --------------------------------------------------------------------------- the worker side
@@ -143,15 +142,13 @@ def snapshot(pid: int) -> dict[int, bytes]:
     return pages
 
 
-def parent_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+def stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after the command name: state first, minor faults at 7."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def minor_faults(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    return int(stat_fields(pid)[7])
 
 
 class Watcher:
@@ -164,17 +161,13 @@ class Watcher:
         self.seen: set[int] = set()
 
     def poll(self) -> None:
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == self.root:
-                continue
+        """Handle the worker's stopped descendants (its job children: nothing else stops)."""
+        for pid in tree_pids(self.root)[1:]:
             try:
-                stat = Path(f"/proc/{name}/stat").read_text()
-            except OSError:
+                if stat_fields(pid)[0] != "T":
+                    continue
+            except OSError:  # exited meanwhile
                 continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "T" or "(resque" not in stat or not self.ours(int(fields[1])):
-                continue
-            pid = int(name)
             try:
                 if pid in self.baselines:
                     self.results.append(self.compare(pid))
@@ -184,11 +177,6 @@ class Watcher:
                                            snapshot(pid))
             finally:
                 os.kill(pid, signal.SIGCONT)
-
-    def ours(self, parent: int) -> bool:
-        """Whether a process whose parent is ``parent`` is a job child of the worker (its
-        parent the fork server, or the worker itself), never someone else's stopped job."""
-        return parent == self.root or parent_of(parent) == self.root
 
     def compare(self, pid: int) -> dict[str, Any]:
         faults, before, baseline = self.baselines.pop(pid)
@@ -205,9 +193,10 @@ class Watcher:
                 "faults_job": minor_faults(pid) - faults, "changed": changed}
 
 
-def classify(result: dict[str, Any], codes: list[list[Any]]) -> Counter[str]:
-    """Pages written: by the module whose code object changed on them, else 'data'."""
-    starts = [code[0] for code in codes]
+def classify(result: dict[str, Any], codes: list[list[Any]], starts: list[int]
+             ) -> Counter[str]:
+    """Pages written: by the module whose code object changed on them, else 'data'.
+    ``codes``: (address, size, module), sorted; ``starts`` their addresses."""
     kinds: Counter[str] = Counter()
     for words in result["changed"].values():
         modules = set()
@@ -228,7 +217,8 @@ def report(results: list[dict[str, Any]], codes: list[list[Any]]) -> None:
     def median(values: list[float]) -> float:
         return statistics.median(values) if values else 0.0
 
-    kinds = [classify(result, codes) for result in results]
+    starts = [code[0] for code in codes]
+    kinds = [classify(result, codes, starts) for result in results]
     by_module: Counter[str] = Counter()
     for counted in kinds:
         for kind, pages in counted.items():
