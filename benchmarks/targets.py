@@ -39,9 +39,15 @@ def get(rows: Rows, ref: Ref) -> float | None:
 
 def fastest_single_peer(rows: Rows) -> tuple[float, str] | None:
     """The highest rate among the single-process peers' rows: (rate, label)."""
-    found = [(get(rows, (key, None)), label) for key, label in SINGLE_PROCESS_PEERS.items()]
-    rated = [(value, label) for value, label in found if value is not None]
-    return max(rated) if rated else None
+    key = fastest_single_peer_key(rows)
+    return None if key is None else (get(rows, (key, None)) or 0.0, SINGLE_PROCESS_PEERS[key])
+
+
+def fastest_single_peer_key(rows: Rows) -> str | None:
+    """The row key of the fastest single-process peer (its median), if any ran."""
+    found = [(get(rows, (key, None)), key) for key in SINGLE_PROCESS_PEERS]
+    rated = [(value, key) for value, key in found if value is not None]
+    return max(rated)[1] if rated else None
 
 
 def lowest_peer(metric: str) -> Callable[[Rows], tuple[float, str] | None]:
@@ -69,28 +75,36 @@ class Target:
     floor: Ref | None = None  # the floor for the 70% rule
     percent: bool = False  # print the ratio as a percentage (a floor-relative target)
     strict: bool = False  # lower-is-better targets: "below" (<) rather than "no higher" (<=)
+    #: The base's row (a rate, like ``measured``), for the round-by-round count; a callable
+    #: when the row depends on the run (the fastest peer).
+    paired: str | Callable[[Rows], str | None] | None = None
 
 
 TARGETS: tuple[Target, ...] = (
     Target("--no-fork ≥ 2x the fastest single-process peer", ("jq.work_nofork", None),
-           lambda rows: fastest_single_peer(rows), 2, floor=("floor.blpop", None)),
+           lambda rows: fastest_single_peer(rows), 2, floor=("floor.blpop", None),
+           paired=fastest_single_peer_key),
     Target("--no-fork ≥ 70% of the bare BLPOP loop", ("jq.work_nofork", None),
-           fixed(("floor.blpop", None), "BLPOP drain"), FLOOR_SHARE, percent=True),
+           fixed(("floor.blpop", None), "BLPOP drain"), FLOOR_SHARE, percent=True,
+           paired="floor.blpop"),
     Target("fork per job ≥ 5x rq.Worker", ("jq.work_fork", None),
-           fixed(("rq.work_fork", None), "rq.Worker"), 5, floor=("floor.fork", None)),
+           fixed(("rq.work_fork", None), "rq.Worker"), 5, floor=("floor.fork", None),
+           paired="rq.work_fork"),
     Target("fork per job ≥ 70% of the bare fork loop", ("jq.work_fork", None),
            fixed(("floor.fork", None), "fork loop, Django process"), FLOOR_SHARE,
-           percent=True),
+           percent=True, paired="floor.fork"),
     # Not an issue's target: the same loop with its heap in huge pages, as jobqueue's is (a
     # fork of it is cheaper), so the gain of ``hugepages`` is not counted as jobqueue's own.
     Target("(stricter) fork per job ≥ 70% of the fork loop in huge pages",
            ("jq.work_fork", None),
            fixed(("floor.fork_huge", None), "fork loop, Django process, huge pages"),
-           FLOOR_SHARE, percent=True),
+           FLOOR_SHARE, percent=True, paired="floor.fork_huge"),
     Target("enqueue ≥ bare RPUSH one by one", ("jq.enqueue", None),
-           fixed(("floor.rpush", None), "RPUSH one by one"), 1.0, percent=True),
+           fixed(("floor.rpush", None), "RPUSH one by one"), 1.0, percent=True,
+           paired="floor.rpush"),
     Target("enqueue_many ≥ 10x one by one", ("jq.enqueue_many", None),
-           fixed(("jq.enqueue", None), "noop.enqueue()"), 10, floor=("floor.rpush_bulk", None)),
+           fixed(("jq.enqueue", None), "noop.enqueue()"), 10, floor=("floor.rpush_bulk", None),
+           paired="jq.enqueue"),
     Target("idle latency p50 below every peer's (--no-fork)", ("jq.start_nofork", "p50_ms"),
            lowest_peer("p50_ms"), 1.0, higher=False, strict=True,
            floor=("floor.latency_bare", "p50_ms")),
@@ -121,7 +135,8 @@ TARGETS: tuple[Target, ...] = (
            floor=("floor.latency_fork", "rss_mib")),
     # Earlier targets of the suite, kept for continuity.
     Target("(earlier) --no-fork ≥ 5x rq.SimpleWorker", ("jq.work_nofork", None),
-           fixed(("rq.work_simple", None), "rq.SimpleWorker"), 5, floor=("floor.blpop", None)),
+           fixed(("rq.work_simple", None), "rq.SimpleWorker"), 5, floor=("floor.blpop", None),
+           paired="rq.work_simple"),
     Target("(earlier) idle latency p50 < 3 ms, fork per job", ("jq.start_fork", "p50_ms"),
            lambda rows: (3.0, "3 ms"), 1.0, higher=False, strict=True),
     Target("(earlier) idle latency p50 < 3 ms, --no-fork", ("jq.start_nofork", "p50_ms"),
@@ -155,7 +170,38 @@ def evaluate(target: Target, rows: Rows) -> dict[str, Any]:
     floor = get(rows, target.floor) if target.floor else None
     if floor:
         _floor_rule(target, out, value, floor)
+    _rounds_passed(target, rows, out)
     return out
+
+
+def _rounds(rows: Rows, key: str | None) -> list[float]:
+    row = rows.get(key) if key else None
+    return list(row.extra.get("rounds") or ()) if row is not None and row.available else []
+
+
+def _rounds_passed(target: Target, rows: Rows, out: dict[str, Any]) -> None:
+    """How many rounds pass on their own, each against the same round of its base.
+
+    The suite interleaves its rounds, so round i of every row ran in the same pass over the
+    benchmarks, minutes rather than hours apart: on a VM whose speed moves, the medians of
+    a row and of its base may come from different phases, and the count says how much the
+    verdict owes to that. Where the floor rule decides, rounds are judged against the
+    floor's rounds (70%); otherwise against the base's (factor x)."""
+    if target.paired is None or target.measured[1] is not None:
+        return
+    rule = out.get("floor_rule") or {}
+    if rule.get("beyond_floor"):
+        key, factor = (target.floor or ("", None))[0], FLOOR_SHARE
+    else:
+        key = target.paired if isinstance(target.paired, str) else target.paired(rows)
+        factor = target.factor
+    mine, theirs = _rounds(rows, target.measured[0]), _rounds(rows, key)
+    if len(mine) < 2 or len(mine) != len(theirs):
+        return
+    passed = sum(_meets(m, factor * b, target.higher, target.strict)
+                 for m, b in zip(mine, theirs, strict=True))
+    out["rounds_passed"] = [passed, len(mine)]
+    out["basis"] += f"; rounds passing {passed}/{len(mine)}"
 
 
 def _num(value: float) -> str:
