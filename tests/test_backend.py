@@ -751,6 +751,29 @@ def test_enqueue_many_returns_what_get_result_reads_back(jq):
         "class", "args", "id", "kwargs", "priority", "enqueued_at"]
 
 
+def test_enqueue_many_resends_a_chunk_after_a_script_flush_and_stores_each_job_once(jq):
+    # The first chunk meets NOSCRIPT and is sent again: the next chunk, encoded while Redis
+    # worked on the first, is sent once; every job is stored and signalled once, in order.
+    _warm_up(jq)
+    seen: list[str] = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append(task_result.id)
+
+    jq.redis.script_flush()
+    task_enqueued.connect(receiver)
+    try:
+        with _round_trips(jq) as packets:
+            results = tasks.add.get_backend().enqueue_many(
+                tasks.add, [((i, i), {}) for i in range(2500)])
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert len(packets) == 3 + 2  # three chunks, and the NOSCRIPT one's load and resend
+    assert [json.loads(raw)["args"][0] for raw in _queue(jq)] == list(range(2500))
+    assert seen == [r.id for r in results]
+    assert [json.loads(raw)["id"] for raw in _queue(jq)] == [r.id for r in results]
+
+
 def test_enqueue_many_of_nothing_writes_nothing(jq):
     assert tasks.add.get_backend().enqueue_many(tasks.add, []) == []
     assert _keys(jq) == set()

@@ -161,8 +161,9 @@ class RedisBackend(BaseTaskBackend):
 
         Every call is validated before anything is written: one bad argument list raises and
         enqueues nothing. The jobs share one ``enqueued_at``, the time of the call. While
-        Redis stores each 1,000, their ``TaskResult``s are built and ``task_enqueued`` is sent
-        for the ones stored before them.
+        Redis stores each 1,000, their ``TaskResult``s are built, ``task_enqueued`` is sent
+        for the ones stored before them and the next 1,000 are encoded (one chunk in flight
+        at a time: a failed chunk leaves the later ones unsent).
 
         The cyclic garbage collector is paused meanwhile (``gc_paused``): the call makes no
         cycles but five tracked objects a job that outlive it (seven while it runs), and in a

@@ -7,7 +7,6 @@ round, no per-command machinery. ``get_result`` reads a result the same way.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -153,8 +152,30 @@ class RedisProduceMixin(Broker):
         push.lua call per 1,000 jobs; ids are ``new_result_id()``'s hex strings.
 
         ``meanwhile(start, end)`` runs while Redis stores ``calls[start:end]`` (between
-        sending them and reading the reply); it may run again for the same calls.
+        sending them and reading the reply); it may run again for the same calls. The next
+        1,000 are encoded in that wait as well, so Redis' work on one chunk and the client's
+        on the next overlap while still only one chunk is in flight (a failed chunk leaves
+        every later one unsent).
         """
+        command_for = self._batch_commands(job, result, calls)
+        encoded: dict[int, bytes] = {}
+        for start in range(0, len(calls), PUSH_CHUNK):
+            end = min(start + PUSH_CHUNK, len(calls))
+            command = encoded.pop(start, None) or command_for(start, end)
+
+            def then(start: int = start, end: int = end) -> None:
+                if meanwhile is not None:
+                    meanwhile(start, end)
+                if end < len(calls) and end not in encoded:  # (a resend finds it there)
+                    encoded[end] = command_for(end, min(end + PUSH_CHUNK, len(calls)))
+
+            self._call(lambda command=command, then=then: self._run_packed(
+                "push", [command], then))
+
+    def _batch_commands(self, job: Job, result: payload.ResultRecord | None,
+                        calls: Sequence[tuple[str, list[Any], dict[str, Any]]]
+                        ) -> Callable[[int, int], bytes]:
+        """``push_batch``'s EVALSHA push.lua for ``calls[start:end]``, packed."""
         encode = batch_encoder(job)
         head: list[Any] = [job.queue, job.priority, "", self.pending_result_ttl,
                            self._result_prefix]
@@ -167,16 +188,15 @@ class RedisProduceMixin(Broker):
             for field, value in fields.items():
                 head += (field, value)
         keys = self._queue_keys(job.queue)
-        for start in range(0, len(calls), PUSH_CHUNK):
-            end = min(start + PUSH_CHUNK, len(calls))
+
+        def command_for(start: int, end: int) -> bytes:
             args = list(head)
             for result_id, call_args, call_kwargs in calls[start:end]:
                 args += ("" if result is None else result_id,
                          encode(result_id, call_args, call_kwargs))
-            command = self._evalsha("push", keys, args)
-            then = None if meanwhile is None else functools.partial(meanwhile, start, end)
-            self._call(lambda command=command, then=then: self._run_packed(
-                "push", [command], then))
+            return self._evalsha("push", keys, args)
+
+        return command_for
 
     def get_result(self, result_id: str) -> payload.ResultRecord | None:
         lane = self._lane
