@@ -18,6 +18,8 @@ from benchmarks.common import Row
 
 Rows = Mapping[str, Row]
 Ref = tuple[str, str | None]  # (row key, metric name or None for the row's value)
+#: A target's base: (value, label, the row whose rounds pair with the measured row's, if any)
+Base = tuple[float, str, str | None]
 FLOOR_SHARE = 0.7
 
 SINGLE_PROCESS_PEERS = {"rq.work_simple": "rq.SimpleWorker", "celery.solo": "Celery solo",
@@ -37,31 +39,26 @@ def get(rows: Rows, ref: Ref) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def fastest_single_peer(rows: Rows) -> tuple[float, str] | None:
-    """The highest rate among the single-process peers' rows: (rate, label)."""
-    key = fastest_single_peer_key(rows)
-    return None if key is None else (get(rows, (key, None)) or 0.0, SINGLE_PROCESS_PEERS[key])
+def fastest_single_peer(rows: Rows) -> Base | None:
+    """The highest rate among the single-process peers' rows: (rate, label, row key)."""
+    found = [(get(rows, (key, None)), label, key) for key, label in SINGLE_PROCESS_PEERS.items()]
+    rated = [(value, label, key) for value, label, key in found if value is not None]
+    return max(rated) if rated else None
 
 
-def fastest_single_peer_key(rows: Rows) -> str | None:
-    """The row key of the fastest single-process peer (its median), if any ran."""
-    found = [(get(rows, (key, None)), key) for key in SINGLE_PROCESS_PEERS]
-    rated = [(value, key) for value, key in found if value is not None]
-    return max(rated)[1] if rated else None
-
-
-def lowest_peer(metric: str) -> Callable[[Rows], tuple[float, str] | None]:
-    def base(rows: Rows) -> tuple[float, str] | None:
+def lowest_peer(metric: str) -> Callable[[Rows], Base | None]:
+    def base(rows: Rows) -> Base | None:
         found = [(get(rows, (key, metric)), label) for key, label in LATENCY_PEERS.items()]
-        rated = [(value, label) for value, label in found if value is not None]
+        rated = [(value, label, None) for value, label in found if value is not None]
         return min(rated) if rated else None
     return base
 
 
-def fixed(ref: Ref, label: str) -> Callable[[Rows], tuple[float, str] | None]:
-    def base(rows: Rows) -> tuple[float, str] | None:
+def fixed(ref: Ref, label: str) -> Callable[[Rows], Base | None]:
+    """A row's value (``ref[1]`` None) or one of its metrics; a value pairs round by round."""
+    def base(rows: Rows) -> Base | None:
         value = get(rows, ref)
-        return None if value is None else (value, label)
+        return None if value is None else (value, label, ref[0] if ref[1] is None else None)
     return base
 
 
@@ -69,42 +66,34 @@ def fixed(ref: Ref, label: str) -> Callable[[Rows], tuple[float, str] | None]:
 class Target:
     name: str
     measured: Ref
-    base: Callable[[Rows], tuple[float, str] | None]
+    base: Callable[[Rows], Base | None]
     factor: float  # needed: measured >= factor x base (higher) / measured < factor x base
     higher: bool = True
     floor: Ref | None = None  # the floor for the 70% rule
     percent: bool = False  # print the ratio as a percentage (a floor-relative target)
     strict: bool = False  # lower-is-better targets: "below" (<) rather than "no higher" (<=)
-    #: The base's row (a rate, like ``measured``), for the round-by-round count; a callable
-    #: when the row depends on the run (the fastest peer).
-    paired: str | Callable[[Rows], str | None] | None = None
 
 
 TARGETS: tuple[Target, ...] = (
     Target("--no-fork ≥ 2x the fastest single-process peer", ("jq.work_nofork", None),
-           lambda rows: fastest_single_peer(rows), 2, floor=("floor.blpop", None),
-           paired=fastest_single_peer_key),
+           fastest_single_peer, 2, floor=("floor.blpop", None)),
     Target("--no-fork ≥ 70% of the bare BLPOP loop", ("jq.work_nofork", None),
-           fixed(("floor.blpop", None), "BLPOP drain"), FLOOR_SHARE, percent=True,
-           paired="floor.blpop"),
+           fixed(("floor.blpop", None), "BLPOP drain"), FLOOR_SHARE, percent=True),
     Target("fork per job ≥ 5x rq.Worker", ("jq.work_fork", None),
-           fixed(("rq.work_fork", None), "rq.Worker"), 5, floor=("floor.fork", None),
-           paired="rq.work_fork"),
+           fixed(("rq.work_fork", None), "rq.Worker"), 5, floor=("floor.fork", None)),
     Target("fork per job ≥ 70% of the bare fork loop", ("jq.work_fork", None),
            fixed(("floor.fork", None), "fork loop, Django process"), FLOOR_SHARE,
-           percent=True, paired="floor.fork"),
+           percent=True),
     # Not an issue's target: the same loop with its heap in huge pages, as jobqueue's is (a
     # fork of it is cheaper), so the gain of ``hugepages`` is not counted as jobqueue's own.
     Target("(stricter) fork per job ≥ 70% of the fork loop in huge pages",
            ("jq.work_fork", None),
            fixed(("floor.fork_huge", None), "fork loop, Django process, huge pages"),
-           FLOOR_SHARE, percent=True, paired="floor.fork_huge"),
+           FLOOR_SHARE, percent=True),
     Target("enqueue ≥ bare RPUSH one by one", ("jq.enqueue", None),
-           fixed(("floor.rpush", None), "RPUSH one by one"), 1.0, percent=True,
-           paired="floor.rpush"),
+           fixed(("floor.rpush", None), "RPUSH one by one"), 1.0, percent=True),
     Target("enqueue_many ≥ 10x one by one", ("jq.enqueue_many", None),
-           fixed(("jq.enqueue", None), "noop.enqueue()"), 10, floor=("floor.rpush_bulk", None),
-           paired="jq.enqueue"),
+           fixed(("jq.enqueue", None), "noop.enqueue()"), 10, floor=("floor.rpush_bulk", None)),
     Target("idle latency p50 below every peer's (--no-fork)", ("jq.start_nofork", "p50_ms"),
            lowest_peer("p50_ms"), 1.0, higher=False, strict=True,
            floor=("floor.latency_bare", "p50_ms")),
@@ -135,12 +124,11 @@ TARGETS: tuple[Target, ...] = (
            floor=("floor.latency_fork", "rss_mib")),
     # Earlier targets of the suite, kept for continuity.
     Target("(earlier) --no-fork ≥ 5x rq.SimpleWorker", ("jq.work_nofork", None),
-           fixed(("rq.work_simple", None), "rq.SimpleWorker"), 5, floor=("floor.blpop", None),
-           paired="rq.work_simple"),
+           fixed(("rq.work_simple", None), "rq.SimpleWorker"), 5, floor=("floor.blpop", None)),
     Target("(earlier) idle latency p50 < 3 ms, fork per job", ("jq.start_fork", "p50_ms"),
-           lambda rows: (3.0, "3 ms"), 1.0, higher=False, strict=True),
+           lambda rows: (3.0, "3 ms", None), 1.0, higher=False, strict=True),
     Target("(earlier) idle latency p50 < 3 ms, --no-fork", ("jq.start_nofork", "p50_ms"),
-           lambda rows: (3.0, "3 ms"), 1.0, higher=False, strict=True),
+           lambda rows: (3.0, "3 ms", None), 1.0, higher=False, strict=True),
 )
 
 
@@ -170,7 +158,7 @@ def evaluate(target: Target, rows: Rows) -> dict[str, Any]:
     floor = get(rows, target.floor) if target.floor else None
     if floor:
         _floor_rule(target, out, value, floor)
-    _rounds_passed(target, rows, out)
+    _rounds_passed(target, rows, out, base[2])
     return out
 
 
@@ -179,7 +167,8 @@ def _rounds(rows: Rows, key: str | None) -> list[float]:
     return list(row.extra.get("rounds") or ()) if row is not None and row.available else []
 
 
-def _rounds_passed(target: Target, rows: Rows, out: dict[str, Any]) -> None:
+def _rounds_passed(target: Target, rows: Rows, out: dict[str, Any], paired: str | None
+                   ) -> None:
     """How many rounds pass on their own, each against the same round of its base.
 
     The suite interleaves its rounds, so round i of every row ran in the same pass over the
@@ -187,14 +176,13 @@ def _rounds_passed(target: Target, rows: Rows, out: dict[str, Any]) -> None:
     a row and of its base may come from different phases, and the count says how much the
     verdict owes to that. Where the floor rule decides, rounds are judged against the
     floor's rounds (70%); otherwise against the base's (factor x)."""
-    if target.paired is None or target.measured[1] is not None:
+    if paired is None or target.measured[1] is not None:
         return
     rule = out.get("floor_rule") or {}
     if rule.get("beyond_floor"):
         key, factor = (target.floor or ("", None))[0], FLOOR_SHARE
     else:
-        key = target.paired if isinstance(target.paired, str) else target.paired(rows)
-        factor = target.factor
+        key, factor = paired, target.factor
     mine, theirs = _rounds(rows, target.measured[0]), _rounds(rows, key)
     if len(mine) < 2 or len(mine) != len(theirs):
         return
