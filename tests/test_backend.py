@@ -751,11 +751,17 @@ def test_enqueue_many_returns_what_get_result_reads_back(jq):
         "class", "args", "id", "kwargs", "priority", "enqueued_at"]
 
 
-def test_enqueue_many_resends_a_chunk_after_a_script_flush_and_stores_each_job_once(jq):
+def test_enqueue_many_resends_a_chunk_after_a_script_flush_and_stores_each_job_once(
+        jq, monkeypatch):
     # The first chunk meets NOSCRIPT and is sent again: the next chunk, encoded while Redis
-    # worked on the first, is sent once; every job is stored and signalled once, in order.
+    # worked on the first, is encoded and sent once; every job is stored and signalled
+    # once, in order.
     _warm_up(jq)
     seen: list[str] = []
+    packed: list[str] = []
+    evalsha = jq.broker._evalsha
+    monkeypatch.setattr(jq.broker, "_evalsha",
+                        lambda name, keys, args: packed.append(name) or evalsha(name, keys, args))
 
     def receiver(sender, task_result, **kwargs):
         seen.append(task_result.id)
@@ -769,6 +775,7 @@ def test_enqueue_many_resends_a_chunk_after_a_script_flush_and_stores_each_job_o
     finally:
         task_enqueued.disconnect(receiver)
     assert len(packets) == 3 + 2  # three chunks, and the NOSCRIPT one's load and resend
+    assert packed == ["push"] * 3  # each chunk encoded once, the resend included
     assert [json.loads(raw)["args"][0] for raw in _queue(jq)] == list(range(2500))
     assert seen == [r.id for r in results]
     assert [json.loads(raw)["id"] for raw in _queue(jq)] == [r.id for r in results]

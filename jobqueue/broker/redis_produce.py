@@ -158,24 +158,24 @@ class RedisProduceMixin(Broker):
         every later one unsent).
         """
         command_for = self._batch_commands(job, result, calls)
-        encoded: dict[int, bytes] = {}
+        ahead: dict[int, bytes] = {}  # the next chunk's command, by its first index
         for start in range(0, len(calls), PUSH_CHUNK):
+            command = ahead.pop(start, None) or command_for(start)
             end = min(start + PUSH_CHUNK, len(calls))
-            command = encoded.pop(start, None) or command_for(start, end)
 
             def then(start: int = start, end: int = end) -> None:
                 if meanwhile is not None:
                     meanwhile(start, end)
-                if end < len(calls) and end not in encoded:  # (a resend finds it there)
-                    encoded[end] = command_for(end, min(end + PUSH_CHUNK, len(calls)))
+                if end < len(calls) and end not in ahead:  # (a resend finds it there)
+                    ahead[end] = command_for(end)
 
             self._call(lambda command=command, then=then: self._run_packed(
                 "push", [command], then))
 
     def _batch_commands(self, job: Job, result: payload.ResultRecord | None,
                         calls: Sequence[tuple[str, list[Any], dict[str, Any]]]
-                        ) -> Callable[[int, int], bytes]:
-        """``push_batch``'s EVALSHA push.lua for ``calls[start:end]``, packed."""
+                        ) -> Callable[[int], bytes]:
+        """``push_batch``'s EVALSHA push.lua for the chunk of ``calls`` from ``start``."""
         encode = batch_encoder(job)
         head: list[Any] = [job.queue, job.priority, "", self.pending_result_ttl,
                            self._result_prefix]
@@ -189,9 +189,9 @@ class RedisProduceMixin(Broker):
                 head += (field, value)
         keys = self._queue_keys(job.queue)
 
-        def command_for(start: int, end: int) -> bytes:
+        def command_for(start: int) -> bytes:
             args = list(head)
-            for result_id, call_args, call_kwargs in calls[start:end]:
+            for result_id, call_args, call_kwargs in calls[start : start + PUSH_CHUNK]:
                 args += ("" if result is None else result_id,
                          encode(result_id, call_args, call_kwargs))
             return self._evalsha("push", keys, args)
